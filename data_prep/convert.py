@@ -1,0 +1,244 @@
+"""Converts one source folder into one drop: discover, convert patients in parallel, shard, publish.
+
+Library code: takes explicit arguments, reads no flags. The per-patient work is
+`patient_conversion.convert_patient`; this module only schedules it and writes.
+"""
+
+import dataclasses
+import functools
+import multiprocessing
+import os
+import sys
+import time
+
+import tqdm
+
+from data_prep import atomic
+from data_prep import drops
+from data_prep import folds
+from data_prep import overlays as overlays_lib
+from data_prep import patient_conversion
+from data_prep import preprocessing
+from data_prep import sources as sources_lib
+from data_prep.errors import BadInputError
+
+SCHEMA_VERSION = 1
+DEFAULT_SHARD_BYTES = 128 << 20
+
+
+class StrictModeError(Exception):
+  """Raised at the first bad input when the run is strict."""
+
+
+@dataclasses.dataclass
+class ConversionReport:
+  drop: str | None = None
+  drop_path: str | None = None
+  patients: int = 0
+  slices: int = 0
+  tumor_slices: int = 0
+  skipped: list = dataclasses.field(default_factory=list)  # already in a complete drop
+  bad: list = dataclasses.field(default_factory=list)  # BadInputError
+  superseded: dict = dataclasses.field(default_factory=dict)  # old drop -> patients taken out
+  seconds: float = 0.0
+  started: float = 0.0
+
+  @property
+  def nothing_done(self):
+    """True when no patient could be converted and that was not because all were done before."""
+    return self.patients == 0 and not self.skipped
+
+  def summary(self):
+    rate = self.slices / self.seconds if self.seconds else 0.0
+    where = f" -> {self.drop_path}" if self.drop_path else ""
+    return (f"converted {self.patients} patients, {self.slices} slices ({self.tumor_slices} with "
+            f"tumour), skipped {len(self.skipped)} already converted, {len(self.bad)} bad inputs, "
+            f"{self.seconds:.1f} s, {rate:.1f} slices/s{where}")
+
+
+def _print_bad(error):
+  tqdm.tqdm.write(f"bad input: {error}", file=sys.stderr)
+
+
+def _default_drop_name(input_path):
+  return os.path.basename(os.path.normpath(os.path.abspath(input_path))) or "drop"
+
+
+def validate_drop_name(name):
+  if not name or "/" in name or name.startswith(".") or drops.is_staging_name(name):
+    raise drops.DropError(f"--drop={name!r}: use a plain folder name without '/', a leading '.', "
+                          f"or a {drops.INCOMPLETE_SUFFIX}/{drops.RETIRED_SUFFIX} suffix")
+
+
+def _results(sources, options, workers):
+  """Yields PatientResults in source order; a process pool when workers > 1."""
+  work = functools.partial(patient_conversion.convert_patient, options=options)
+  if workers <= 1 or len(sources) <= 1:
+    yield from map(work, sources)
+    return
+  # spawn, not fork: the parent may have TensorFlow's threads running.
+  with multiprocessing.get_context("spawn").Pool(min(workers, len(sources))) as pool:
+    yield from pool.imap(work, sources, chunksize=1)
+
+
+def _manifest(*, drop, input_path, input_format, label_scheme, options, patients, shards,
+              report, workers, shard_bytes):
+  normalization = options.normalization_for(input_format)
+  return {
+      "schema_version": SCHEMA_VERSION,
+      "drop": drop,
+      "created_unix": int(time.time()),
+      "source": {"path": os.path.abspath(input_path), "format": input_format},
+      "image_size": options.image_size,
+      "channels": len(options.modalities),
+      "modalities": list(options.modalities),
+      "image_dtype": options.image_dtype,
+      "image_byte_order": "little",
+      "label_dtype": "uint8",
+      "normalization": normalization.to_json(),
+      "resize": {"image": "linear, antialiased (triangle filter)", "label": "nearest neighbour"},
+      "label_scheme": {"unified": {"0": "background", "1": "necrotic/non-enhancing core",
+                                  "2": "edema", "3": "enhancing tumour"},
+                       "source": label_scheme},
+      "num_folds": options.num_folds,
+      "fold_hash": folds.FOLD_HASH,
+      "shard_bytes": shard_bytes,
+      "patients": patients,
+      "shards": shards,
+      "counts": {"patients": report.patients, "slices": report.slices,
+                 "tumor_slices": report.tumor_slices, "skipped": len(report.skipped),
+                 "skipped_patients": report.skipped, "bad_inputs": len(report.bad)},
+      "converter": {"workers": workers, "seconds": round(time.time() - report.started, 3)},
+  }
+
+
+def convert(input_path, output_dir, *, options=patient_conversion.ConversionOptions(),
+            drop=None, input_format="auto", workers=1, num_overlays=0, strict=False,
+            overwrite=False, shard_bytes=DEFAULT_SHARD_BYTES, progress=True):
+  """Converts every new patient under `input_path` into a new drop under `output_dir`.
+
+  Returns:
+    A `ConversionReport`. Bad inputs are listed in it (and in the drop's errors.json).
+  Raises:
+    StrictModeError: at the first bad input when `strict`.
+    BadInputError: when `input_path` itself is unusable.
+    drops.DropError: for dataset-folder conflicts.
+  """
+  report = ConversionReport()
+  report.started = time.time()
+  drop = drop or _default_drop_name(input_path)
+  validate_drop_name(drop)
+  os.makedirs(output_dir, exist_ok=True)
+  if input_format == "auto":
+    input_format = sources_lib.detect_format(input_path)
+  found, discovery_errors = sources_lib.discover(input_path, input_format)
+  for error in discovery_errors:
+    _record_bad(report, error, strict)
+
+  owners = drops.patients_in_drops(output_dir)
+  if not overwrite:
+    report.skipped = [s.patient_id for s in found if s.patient_id in owners]
+    found = [s for s in found if s.patient_id not in owners]
+  if not found:
+    report.seconds = time.time() - report.started
+    return report
+
+  staging_name = _free_drop_name(output_dir, drop, replacing=overwrite)
+  try:
+    with drops.StagingFolder(output_dir, staging_name) as staging:
+      writer = _shard_writer(staging.path, shard_bytes)
+      patients, overlay_candidates = {}, []
+      results = _results(found, options, workers)
+      for result in tqdm.tqdm(_closing(results), total=len(found), unit="patient",
+                              disable=not progress, desc="converting", file=sys.stderr):
+        for error in result.bad_files:
+          _record_bad(report, error, strict)
+        if result.error is not None:
+          _record_bad(report, result.error, strict)
+          continue
+        for record in result.examples:
+          writer.write(result.fold, result.patient_id, record)
+        patients[result.patient_id] = result.manifest_entry()
+        report.patients += 1
+        report.slices += len(result.examples)
+        report.tumor_slices += result.tumor_slices
+        if result.overlay is not None and len(overlay_candidates) < num_overlays:
+          overlay_candidates.append((result.patient_id, result.overlay))
+      shards = writer.close()
+      if not patients:
+        raise _NothingConverted()
+
+      label_scheme = sorted({source.label_scheme for source in found})
+      atomic.write_json(os.path.join(staging.path, drops.ERRORS),
+                        [error.to_json() for error in report.bad])
+      _write_overlays(staging.path, overlay_candidates)
+      superseded = {pid for pid in patients if pid in owners} if overwrite else set()
+      report.superseded = _retire_superseded(output_dir, owners, superseded, shard_bytes)
+      final_name = _free_drop_name(output_dir, drop, replacing=False)
+      manifest = _manifest(drop=final_name, input_path=input_path, input_format=input_format,
+                           label_scheme=label_scheme, options=options, patients=patients,
+                           shards=shards, report=report, workers=workers, shard_bytes=shard_bytes)
+      atomic.write_json(os.path.join(staging.path, drops.MANIFEST), manifest)
+      report.drop = final_name
+      report.drop_path = os.path.join(output_dir, final_name)
+      staging.publish(report.drop_path)
+  except _NothingConverted:
+    pass
+  report.seconds = time.time() - report.started
+  return report
+
+
+class _NothingConverted(Exception):
+  """Every patient was bad: the staging folder is dropped and no drop appears."""
+
+
+def _closing(generator):
+  """Closes the worker pool as soon as iteration stops, even on a strict-mode error."""
+  try:
+    yield from generator
+  finally:
+    generator.close()
+
+
+def _record_bad(report, error, strict):
+  report.bad.append(error)
+  _print_bad(error)
+  if strict:
+    raise StrictModeError(str(error))
+
+
+def _shard_writer(directory, shard_bytes):
+  from data_prep import shard_writer  # imports TensorFlow; only the writing process needs it
+  return shard_writer.FoldShardWriter(directory, shard_bytes)
+
+
+def _free_drop_name(output_dir, drop, replacing):
+  """`drop`, or `drop-2`, `drop-3`... when a complete drop already has that name."""
+  existing = {name for name, _ in drops.list_complete_drops(output_dir)}
+  if replacing or drop not in existing:
+    return drop
+  suffix = 2
+  while f"{drop}-{suffix}" in existing:
+    suffix += 1
+  return f"{drop}-{suffix}"
+
+
+def _write_overlays(drop_path, candidates):
+  if not candidates:
+    return
+  directory = os.path.join(drop_path, "overlays")
+  os.makedirs(directory, exist_ok=True)
+  for patient_id, (image, labels, slice_index) in candidates:
+    overlays_lib.save_png(os.path.join(directory, f"{patient_id}_slice{slice_index:03d}.png"),
+                          overlays_lib.label_overlay(image, labels), scale=2)
+
+
+def _retire_superseded(output_dir, owners, superseded, shard_bytes):
+  """Takes re-converted patients out of the older drops that held them (--overwrite)."""
+  from data_prep import drop_rewrite  # imports TensorFlow
+  by_drop = {}
+  for patient_id in sorted(superseded):
+    by_drop.setdefault(owners[patient_id], []).append(patient_id)
+  for name, patient_ids in by_drop.items():
+    drop_rewrite.remove_patients(output_dir, name, set(patient_ids), shard_bytes)
+  return by_drop

@@ -1,0 +1,93 @@
+"""The per-patient work of the converter, as one pure function.
+
+`convert_patient` takes a `PatientSource` and options and returns serialized examples
+plus what the manifest needs. It touches no shared state, so the same function runs
+in the local process pool and in an Apache Beam `Map`.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from data_prep import example_codec
+from data_prep import folds
+from data_prep import preprocessing
+from data_prep import readers
+from data_prep.errors import BadInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionOptions:
+  image_size: int = 128
+  modalities: tuple = ("flair",)
+  image_dtype: str = "float16"
+  num_folds: int = 5
+  normalization_scope: str = "auto"  # "auto": per volume for NIfTI, per slice for Kaggle h5
+
+  def normalization_for(self, source_format):
+    scope = self.normalization_scope
+    if scope == "auto":
+      scope = "slice" if source_format == "h5" else "volume"
+    return preprocessing.Normalization(scope=scope)
+
+
+@dataclasses.dataclass
+class PatientResult:
+  """What one patient contributes to a drop. `error` is set when the patient was skipped."""
+  patient_id: str
+  fold: int
+  examples: list = dataclasses.field(default_factory=list)  # serialized Example bytes
+  slice_indices: list = dataclasses.field(default_factory=list)
+  tumor_slices: int = 0
+  source_files: list = dataclasses.field(default_factory=list)
+  source_shape: tuple = ()
+  spacing_mm: tuple = ()
+  bad_files: list = dataclasses.field(default_factory=list)  # BadInputError, slice level
+  error: BadInputError | None = None
+  overlay: tuple | None = None  # (image [H, W], labels [H, W], slice_index): largest tumour
+
+  def manifest_entry(self):
+    return {
+        "fold": self.fold,
+        "slices": len(self.examples),
+        "tumor_slices": self.tumor_slices,
+        "slice_indices": [int(k) for k in self.slice_indices],
+        "source_shape": list(self.source_shape),
+        "spacing_mm": list(self.spacing_mm),
+        "source_files": self.source_files,
+    }
+
+
+def convert_patient(source, options):
+  """Reads, preprocesses and serializes every brain slice of one patient."""
+  fold = folds.fold_of(source.patient_id, options.num_folds)
+  try:
+    volume = readers.read_patient(source, options.modalities)
+  except BadInputError as error:
+    return PatientResult(source.patient_id, fold, error=error)
+  if volume.labels is None:
+    return PatientResult(source.patient_id, fold, bad_files=volume.bad_files,
+                         error=BadInputError(volume.source_files[0]["path"], "has no labels"))
+
+  slices = preprocessing.preprocess_volume(
+      volume.image, volume.labels, image_size=options.image_size,
+      normalization=options.normalization_for(source.format))
+  source_indices = volume.slice_indices[slices.slice_indices]
+  result = PatientResult(
+      source.patient_id, fold, slice_indices=source_indices.tolist(),
+      source_files=volume.source_files, source_shape=volume.source_shape,
+      spacing_mm=volume.spacing_mm, bad_files=volume.bad_files)
+  if not len(source_indices):
+    result.error = BadInputError(volume.source_files[0]["path"], "no slice contains brain")
+    return result
+
+  tumor_pixels = (slices.labels > 0).sum(axis=(1, 2))
+  result.tumor_slices = int(np.count_nonzero(tumor_pixels))
+  for image, label, slice_index in zip(slices.images, slices.labels, source_indices):
+    result.examples.append(example_codec.encode_slice(
+        image, label, patient_id=source.patient_id, slice_index=int(slice_index), fold=fold,
+        image_dtype=options.image_dtype))
+  if result.tumor_slices:
+    best = int(np.argmax(tumor_pixels))
+    result.overlay = (slices.images[best, :, :, 0], slices.labels[best], int(source_indices[best]))
+  return result

@@ -1,0 +1,33 @@
+"""Shared fixtures: the repo root, the real BraTS cases (skipped when absent), CLI runners."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "brats2018")
+
+
+@pytest.fixture
+def real_cases(tmp_path):
+  """A folder with two real BraTS 2018 cases (copied), or a skip when ../shared is absent."""
+  if not os.path.isdir(REAL_DATA):
+    pytest.skip("../shared/data/brats2018 is absent (real BraTS cases live only beside the repo)")
+  folder = tmp_path / "real"
+  folder.mkdir()
+  for case in ("Brats18_CBICA_AMH_1", "Brats18_CBICA_AQO_1"):
+    shutil.copytree(os.path.join(REAL_DATA, case), folder / case)
+  return folder
+
+
+def run_module(module, *args, check=False, timeout=600):
+  """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f"{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+  return result

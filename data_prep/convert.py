@@ -162,8 +162,8 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
         report.patients += 1
         report.slices += len(result.examples)
         report.tumor_slices += result.tumor_slices
-        if result.overlay is not None and len(overlay_candidates) < num_overlays:
-          overlay_candidates.append((result.patient_id, result.overlay))
+        if len(overlay_candidates) < num_overlays:
+          overlay_candidates.append((result.patient_id, result.overlays))
       shards = writer.close()
       if not patients:
         raise _NothingConverted()
@@ -171,7 +171,7 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
       label_scheme = sorted({source.label_scheme for source in found})
       atomic.write_json(os.path.join(staging.path, drops.ERRORS),
                         [error.to_json() for error in report.bad])
-      _write_overlays(staging.path, overlay_candidates)
+      _write_overlays(staging.path, overlay_candidates, num_overlays)
       superseded = {pid for pid in patients if pid in owners} if overwrite else set()
       report.superseded = _retire_superseded(output_dir, owners, superseded, shard_bytes)
       final_name = _free_drop_name(output_dir, drop, replacing=False)
@@ -213,22 +213,35 @@ def _shard_writer(directory, shard_bytes):
 
 
 def _free_drop_name(output_dir, drop, replacing):
-  """`drop`, or `drop-2`, `drop-3`... when a complete drop already has that name."""
-  existing = {name for name, _ in drops.list_complete_drops(output_dir)}
-  if replacing or drop not in existing:
-    return drop
-  suffix = 2
-  while f"{drop}-{suffix}" in existing:
+  """`drop`, or `drop-2`, `drop-3`... when that name is taken.
+
+  Any folder or file takes a name (the user's own folders included); with `replacing`,
+  a complete drop of that name does not, since --overwrite retires it first.
+  """
+  complete = {name for name, _ in drops.list_complete_drops(output_dir)}
+
+  def taken(name):
+    if replacing and name in complete:
+      return False
+    return os.path.lexists(os.path.join(output_dir, name))
+
+  candidate, suffix = drop, 2
+  while taken(candidate):
+    candidate = f"{drop}-{suffix}"
     suffix += 1
-  return f"{drop}-{suffix}"
+  return candidate
 
 
-def _write_overlays(drop_path, candidates):
-  if not candidates:
+def _write_overlays(drop_path, candidates, count):
+  """Saves `count` overlays: each patient's largest tumour first, then more slices per patient."""
+  chosen = []
+  for rank in range(max((len(slices) for _, slices in candidates), default=0)):
+    chosen += [(pid, slices[rank]) for pid, slices in candidates if rank < len(slices)]
+  if not chosen[:count]:
     return
   directory = os.path.join(drop_path, "overlays")
   os.makedirs(directory, exist_ok=True)
-  for patient_id, (image, labels, slice_index) in candidates:
+  for patient_id, (image, labels, slice_index) in chosen[:count]:
     overlays_lib.save_png(os.path.join(directory, f"{patient_id}_slice{slice_index:03d}.png"),
                           overlays_lib.label_overlay(image, labels), scale=2)
 

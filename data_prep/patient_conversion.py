@@ -44,7 +44,7 @@ class PatientResult:
   spacing_mm: tuple = ()
   bad_files: list = dataclasses.field(default_factory=list)  # BadInputError, slice level
   error: BadInputError | None = None
-  overlay: tuple | None = None  # (image [H, W], labels [H, W], slice_index): largest tumour
+  overlays: list = dataclasses.field(default_factory=list)  # [(image [H, W], labels, slice_index)]
 
   def manifest_entry(self):
     return {
@@ -87,7 +87,16 @@ def convert_patient(source, options):
     result.examples.append(example_codec.encode_slice(
         image, label, patient_id=source.patient_id, slice_index=int(slice_index), fold=fold,
         image_dtype=options.image_dtype))
-  if result.tumor_slices:
-    best = int(np.argmax(tumor_pixels))
-    result.overlay = (slices.images[best, :, :, 0], slices.labels[best], int(source_indices[best]))
+  result.overlays = _overlay_slices(slices.images, slices.labels, source_indices, tumor_pixels)
   return result
+
+
+def _overlay_slices(images, labels, source_indices, tumor_pixels, count=3):
+  """Up to `count` tumour slices for inspection: the largest tumour first, then spread out."""
+  tumour = np.flatnonzero(tumor_pixels)
+  if not len(tumour):
+    return []
+  largest = int(tumour[np.argmax(tumor_pixels[tumour])])
+  spread = tumour[np.linspace(0, len(tumour) - 1, count + 2)[1:-1].round().astype(int)]
+  chosen = list(dict.fromkeys([largest, *map(int, spread)]))[:count]
+  return [(images[i, :, :, 0], labels[i], int(source_indices[i])) for i in chosen]

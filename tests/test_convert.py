@@ -1,0 +1,195 @@
+"""The converter end to end: synthetic and real sources in, TFRecords and manifest out."""
+
+import json
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_module
+from data_prep import convert
+from data_prep import drops
+from data_prep import folds
+from data_prep import patient_conversion
+from data_prep import preprocessing
+from data_prep import synthetic
+from data_prep import tfrecord_schema
+from data_prep import verify
+
+NUM_SLICES = 24
+OPTIONS = patient_conversion.ConversionOptions(image_size=64)
+
+
+def read_drop(drop_path):
+  """{(patient_id, slice_index): (image [H, W, C] float32, label [H, W], fold)} from the shards."""
+  manifest = drops.load_manifest(drop_path)
+  size, channels = manifest["image_size"], manifest["channels"]
+  dtype = np.dtype(manifest["image_dtype"]).newbyteorder("<")
+  examples = {}
+  for shard in manifest["shards"]:
+    dataset = tf.data.TFRecordDataset(os.path.join(drop_path, shard["file"])).batch(64)
+    for batch in dataset.map(tfrecord_schema.parse_batch):
+      for i in range(len(batch["patient_id"])):
+        key = (batch["patient_id"][i].numpy().decode(), int(batch["slice_index"][i]))
+        assert key not in examples
+        image = np.frombuffer(batch["image"][i].numpy(), dtype).reshape(size, size, channels)
+        label = np.frombuffer(batch["label"][i].numpy(), np.uint8).reshape(size, size)
+        examples[key] = (image.astype(np.float32), label, int(batch["fold"][i]))
+  return examples
+
+
+@pytest.fixture(scope="module")
+def synthetic_sources(tmp_path_factory):
+  root = tmp_path_factory.mktemp("synthetic")
+  synthetic.generate(str(root / "h5"), num_patients=3, fmt="h5", seed=5, num_slices=NUM_SLICES)
+  synthetic.generate(str(root / "nifti"), num_patients=3, fmt="nifti", seed=5,
+                     num_slices=NUM_SLICES)
+  synthetic.generate(str(root / "nifti2023"), num_patients=2, fmt="nifti", seed=5,
+                     num_slices=NUM_SLICES, naming="2023", compressed=False)
+  return root
+
+
+@pytest.mark.parametrize("source", ["h5", "nifti", "nifti2023"])
+def test_round_trip_matches_preprocessing_of_the_source(synthetic_sources, tmp_path, source):
+  report = convert.convert(str(synthetic_sources / source), str(tmp_path), options=OPTIONS,
+                           progress=False)
+  assert report.patients == (2 if source == "nifti2023" else 3) and not report.bad
+  examples = read_drop(report.drop_path)
+  assert len(examples) == report.slices
+  manifest = drops.load_manifest(report.drop_path)
+  assert manifest["normalization"]["scope"] == ("slice" if source == "h5" else "volume")
+  for patient_number in range(1, report.patients + 1):
+    patient = synthetic.make_patient(5, patient_number, num_slices=NUM_SLICES)
+    patient_id = (f"BraTS-GLI-{patient_number:05d}-000" if source == "nifti2023"
+                  else f"BraTS20_Training_{patient_number:03d}")
+    flair = np.transpose(patient.volumes["flair"], (2, 0, 1))[..., None].astype(np.float32)
+    seg = np.transpose(patient.seg, (2, 0, 1))
+    unified = np.where(seg == 4, 3, seg).astype(np.uint8)
+    if source == "h5":  # what Kaggle stored: per-slice z-scores over all pixels
+      mean = flair.mean(axis=(1, 2), keepdims=True)
+      std = flair.std(axis=(1, 2), keepdims=True)
+      flair = np.where(std > 0, (flair - mean) / np.where(std > 0, std, 1), 0)
+    expected = preprocessing.preprocess_volume(
+        flair, unified, image_size=64,
+        normalization=OPTIONS.normalization_for("h5" if source == "h5" else "nifti"))
+    assert manifest["patients"][patient_id]["slice_indices"] == expected.slice_indices.tolist()
+    assert manifest["patients"][patient_id]["fold"] == folds.fold_of(patient_id, 5)
+    for image, label, k in zip(expected.images, expected.labels, expected.slice_indices):
+      stored_image, stored_label, fold = examples[(patient_id, int(k))]
+      np.testing.assert_allclose(stored_image, image, atol=5e-3, rtol=1e-3)  # float16 storage
+      np.testing.assert_array_equal(stored_label, label)
+      assert fold == folds.fold_of(patient_id, 5)
+  assert not verify.verify(str(tmp_path)).faults
+
+
+def test_real_cases_keep_labels_and_follow_the_flair(real_cases, tmp_path):
+  report = convert.convert(str(real_cases), str(tmp_path), progress=False)
+  assert report.patients == 2 and not report.bad
+  examples = read_drop(report.drop_path)
+  for case in ("Brats18_CBICA_AMH_1", "Brats18_CBICA_AQO_1"):
+    seg = np.asanyarray(nib.load(real_cases / case / f"{case}_seg.nii.gz").dataobj)
+    flair = np.asanyarray(nib.load(real_cases / case / f"{case}_flair.nii.gz").dataobj)
+    tumour_slices = [k for k in range(seg.shape[2]) if seg[:, :, k].any()]
+    stored_tumour = sorted(k for (pid, k), (_, label, _) in examples.items()
+                           if pid == case and label.any())
+    assert stored_tumour == tumour_slices
+    for k in tumour_slices:
+      image, label, _ = examples[(case, k)]
+      source_labels = preprocessing.resize_labels(seg[None, :, :, k], 128)[0]
+      np.testing.assert_array_equal(label, np.where(source_labels == 4, 3, source_labels))
+      if (source_labels == 4).any():
+        assert (label == 3).any() and not (label == 4).any()
+      source = flair[None, :, :, k, None].astype(np.float32)
+      resized_flair = preprocessing.resize_images(source, 128)[0, :, :, 0]
+      # inside the brain (away from the edge, where resizing mixes in background) the stored
+      # slice is a linear function of the FLAIR: z-scoring is affine
+      inside = preprocessing.resize_images((source > 0).astype(np.float32), 128)[0, :, :, 0] > 0.999
+      if inside.sum() < 50:
+        continue
+      correlation = np.corrcoef(image[:, :, 0][inside], resized_flair[inside])[0, 1]
+      assert correlation > 0.98, (case, k, correlation)
+  assert not verify.verify(str(tmp_path)).faults
+
+
+def test_workers_give_the_same_drop_as_one_process(synthetic_sources, tmp_path):
+  one = convert.convert(str(synthetic_sources / "h5"), str(tmp_path / "one"), options=OPTIONS,
+                        workers=1, progress=False)
+  two = convert.convert(str(synthetic_sources / "h5"), str(tmp_path / "two"), options=OPTIONS,
+                        workers=2, progress=False)
+  for shard in drops.load_manifest(one.drop_path)["shards"]:
+    with open(os.path.join(one.drop_path, shard["file"]), "rb") as a, \
+        open(os.path.join(two.drop_path, shard["file"]), "rb") as b:
+      assert a.read() == b.read()
+
+
+def test_shards_are_sized_by_bytes(synthetic_sources, tmp_path):
+  report = convert.convert(str(synthetic_sources / "nifti"), str(tmp_path), options=OPTIONS,
+                           shard_bytes=64 * 1024, progress=False)
+  shards = drops.load_manifest(report.drop_path)["shards"]
+  assert len(shards) > 5
+  for shard in shards:
+    per_example = shard["bytes"] / shard["examples"]
+    assert shard["bytes"] < 64 * 1024 + per_example + 1
+    assert shard["file"].startswith(f"fold-{shard['fold']}-")
+  names_by_fold = {}
+  for shard in shards:
+    names_by_fold.setdefault(shard["fold"], []).append(shard["file"])
+  for fold, names in names_by_fold.items():
+    assert names == [f"fold-{fold}-{i:05d}-of-{len(names):05d}.tfrecord" for i in range(len(names))]
+  assert not verify.verify(str(tmp_path)).faults
+
+
+def test_new_drops_convert_only_new_patients_and_overwrite_moves_them(tmp_path):
+  source = tmp_path / "source"
+  synthetic.generate(str(source), num_patients=2, fmt="nifti", seed=1, num_slices=NUM_SLICES)
+  out = tmp_path / "tfrecords"
+  first = convert.convert(str(source), str(out), options=OPTIONS, progress=False)
+  assert first.drop == "source" and first.patients == 2
+
+  synthetic.generate(str(source), num_patients=1, fmt="nifti", seed=1, num_slices=NUM_SLICES,
+                     first_patient=3)
+  second = convert.convert(str(source), str(out), options=OPTIONS, progress=False)
+  assert second.patients == 1 and second.drop == "source-2"
+  assert second.skipped == ["BraTS20_Training_001", "BraTS20_Training_002"]
+
+  nothing = convert.convert(str(source), str(out), options=OPTIONS, progress=False)
+  assert nothing.patients == 0 and len(nothing.skipped) == 3 and not nothing.nothing_done
+
+  again = convert.convert(str(source), str(out), options=OPTIONS, overwrite=True, drop="redo",
+                          progress=False)
+  assert again.patients == 3
+  assert [name for name, _ in drops.list_complete_drops(str(out))] == ["redo"]
+  assert not verify.verify(str(out)).faults
+
+
+def test_overwrite_rewrites_an_older_drop_that_keeps_other_patients(tmp_path):
+  both = tmp_path / "both"
+  synthetic.generate(str(both), num_patients=2, fmt="nifti", seed=1, num_slices=NUM_SLICES)
+  out = tmp_path / "tfrecords"
+  convert.convert(str(both), str(out), options=OPTIONS, progress=False)
+  only_first = tmp_path / "first"
+  only_first.mkdir()
+  shutil.copytree(both / "BraTS20_Training_001", only_first / "BraTS20_Training_001")
+  report = convert.convert(str(only_first), str(out), options=OPTIONS, overwrite=True,
+                           progress=False)
+  assert report.superseded == {"both": ["BraTS20_Training_001"]}
+  assert list(drops.load_manifest(str(out / "both"))["patients"]) == ["BraTS20_Training_002"]
+  assert list(drops.load_manifest(report.drop_path)["patients"]) == ["BraTS20_Training_001"]
+  result = verify.verify(str(out))
+  assert not result.faults and result.drops == 2
+
+
+def test_cli_prints_a_summary_and_writes_overlays(synthetic_sources, tmp_path):
+  result = run_module("data_prep.convert_main", f"--input={synthetic_sources / 'nifti'}",
+                      f"--output_dir={tmp_path}", "--image_size=64", "--overlays=2",
+                      "--workers=2", check=True)
+  summary = result.stdout.strip().splitlines()[-1]
+  assert summary.startswith("converted 3 patients,") and "slices/s" in summary
+  overlays = sorted(os.listdir(tmp_path / "nifti" / "overlays"))
+  assert len(overlays) == 2 and all(name.endswith(".png") for name in overlays)
+  with open(tmp_path / "nifti" / "errors.json") as f:
+    assert json.load(f) == []
+  assert "Traceback" not in result.stderr

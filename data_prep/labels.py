@@ -40,11 +40,10 @@ def unify_labels(seg, scheme, path):
 def unify_onehot_mask(mask, path):
   """Kaggle h5 `mask` [H, W, 3] one-hot (NCR/NET, edema, enhancing) -> unified label map [H, W]."""
   mask = np.asarray(mask)
-  if not np.all(np.isin(mask, (0, 1))):
+  if mask.dtype.kind not in "biu" or mask.min() < 0 or mask.max() > 1:
     raise BadInputError(path, "mask values outside {0, 1}")
-  if np.any(mask.sum(axis=-1) > 1):
+  # Elementwise arithmetic on the three planes: a reduction over the last axis is ~10x slower.
+  core, edema, enhancing = (mask[..., channel].astype(np.uint8) for channel in range(3))
+  if np.any(core + edema + enhancing > 1):
     raise BadInputError(path, "mask channels overlap (a pixel in two tumour regions)")
-  labels = np.zeros(mask.shape[:-1], dtype=np.uint8)
-  for channel, unified in enumerate((NECROTIC_CORE, EDEMA, ENHANCING)):
-    labels[mask[..., channel] == 1] = unified
-  return labels
+  return core * NECROTIC_CORE + edema * EDEMA + enhancing * ENHANCING

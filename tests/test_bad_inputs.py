@@ -75,6 +75,11 @@ def bad_h5(tmp_path_factory):
   return root, expected
 
 
+def _errors_of(report):
+  with open(os.path.join(report.drop_path, drops.ERRORS)) as f:
+    return json.load(f)
+
+
 def _assert_listed(errors, expected):
   for path, reason in expected.items():
     matches = [e for e in errors if e["file"] == path or path in e["reason"]]
@@ -86,8 +91,7 @@ def test_bad_h5_slices_are_listed_and_the_rest_converts(bad_h5, tmp_path):
   root, expected = bad_h5
   report = convert.convert(str(root), str(tmp_path), options=OPTIONS, progress=False)
   assert report.patients == 2
-  with open(os.path.join(report.drop_path, drops.ERRORS)) as f:
-    errors = json.load(f)
+  errors = _errors_of(report)
   assert len(errors) == len(expected)
   _assert_listed(errors, expected)
   manifest = drops.load_manifest(report.drop_path)
@@ -139,8 +143,7 @@ def test_bad_nifti_cases_are_listed_and_the_good_one_converts(bad_nifti, tmp_pat
   root, expected = bad_nifti
   report = convert.convert(str(root), str(tmp_path), options=OPTIONS, progress=False)
   assert report.patients == 1
-  with open(os.path.join(report.drop_path, drops.ERRORS)) as f:
-    errors = json.load(f)
+  errors = _errors_of(report)
   _assert_listed(errors, expected)
   assert len(errors) == len(expected)
   assert list(drops.load_manifest(report.drop_path)["patients"]) == ["BraTS20_Training_001"]

@@ -41,6 +41,21 @@ def read_drop(drop_path):
   return examples
 
 
+def interior_correlation(stored, source_slice):
+  """Correlation of a stored channel with the resized source slice, inside the brain.
+
+  Away from the brain's edge (where resizing mixes in background) the stored slice is an
+  affine function of the source, since z-scoring is affine; at the edge it is not.
+  """
+  source = np.asarray(source_slice, np.float32)[None, :, :, None]
+  size = stored.shape[0]
+  resized = preprocessing.resize_images(source, size)[0, :, :, 0]
+  inside = preprocessing.resize_images((source > 0).astype(np.float32), size)[0, :, :, 0] > 0.999
+  if inside.sum() < 50:
+    return None
+  return np.corrcoef(stored[inside], resized[inside])[0, 1]
+
+
 @pytest.fixture(scope="module")
 def synthetic_sources(tmp_path_factory):
   root = tmp_path_factory.mktemp("synthetic")
@@ -102,16 +117,33 @@ def test_real_cases_keep_labels_and_follow_the_flair(real_cases, tmp_path):
       np.testing.assert_array_equal(label, np.where(source_labels == 4, 3, source_labels))
       if (source_labels == 4).any():
         assert (label == 3).any() and not (label == 4).any()
-      source = flair[None, :, :, k, None].astype(np.float32)
-      resized_flair = preprocessing.resize_images(source, 128)[0, :, :, 0]
-      # inside the brain (away from the edge, where resizing mixes in background) the stored
-      # slice is a linear function of the FLAIR: z-scoring is affine
-      inside = preprocessing.resize_images((source > 0).astype(np.float32), 128)[0, :, :, 0] > 0.999
-      if inside.sum() < 50:
+      correlation = interior_correlation(image[:, :, 0], flair[:, :, k])
+      if correlation is None:
         continue
-      correlation = np.corrcoef(image[:, :, 0][inside], resized_flair[inside])[0, 1]
       assert correlation > 0.98, (case, k, correlation)
   assert not verify.verify(str(tmp_path)).faults
+
+
+def test_modalities_become_channels_in_order(real_cases, tmp_path):
+  # AMH_1 and AQO_1 carry all four modalities; a copy of AMH_1 without T1ce must be reported
+  lacking = real_cases / "Brats18_CBICA_XXX_1"
+  lacking.mkdir()
+  for role in ("flair", "t1", "t2", "seg"):
+    shutil.copy(real_cases / "Brats18_CBICA_AMH_1" / f"Brats18_CBICA_AMH_1_{role}.nii.gz",
+                lacking / f"Brats18_CBICA_XXX_1_{role}.nii.gz")
+  options = patient_conversion.ConversionOptions(image_size=64, modalities=("t1ce", "flair"))
+  report = convert.convert(str(real_cases), str(tmp_path / "out"), options=options, progress=False)
+  assert report.patients == 2
+  assert [e.path for e in report.bad] == [str(lacking)] and "has no t1ce file" in report.bad[0].reason
+  manifest = drops.load_manifest(report.drop_path)
+  assert manifest["channels"] == 2 and manifest["modalities"] == ["t1ce", "flair"]
+  examples = read_drop(report.drop_path)
+  case = "Brats18_CBICA_AMH_1"
+  t1ce = np.asanyarray(nib.load(real_cases / case / f"{case}_t1ce.nii.gz").dataobj)
+  image = examples[(case, 80)][0]
+  as_t1ce = interior_correlation(image[:, :, 0], t1ce[:, :, 80])
+  assert as_t1ce > 0.98
+  assert interior_correlation(image[:, :, 1], t1ce[:, :, 80]) < as_t1ce - 0.05  # channel 1: FLAIR
 
 
 def test_workers_give_the_same_drop_as_one_process(synthetic_sources, tmp_path):

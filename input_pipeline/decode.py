@@ -1,0 +1,43 @@
+"""Bytes to tensors, batched: parse a batch of serialized slices, decode pixels, derive targets.
+
+Decoding (schema -> tensors) is kept apart from augmentation and from the training pair,
+so each step can be tested alone (STYLE.md: Model Garden's decoder/parser split).
+"""
+
+import tensorflow as tf
+
+from data_prep import tfrecord_schema
+
+TASKS = ("whole_tumor", "regions")
+REGION_NAMES = {"whole_tumor": ("whole_tumor",),
+                "regions": ("whole_tumor", "tumor_core", "enhancing_tumor")}
+
+
+def num_targets(task):
+  return len(REGION_NAMES[task])
+
+
+def decode_batch(serialized, *, image_size, channels, image_dtype):
+  """A batch of serialized examples -> dict with image float32 [B,H,W,C], label uint8 [B,H,W],
+  patient_id, slice_index."""
+  features = tfrecord_schema.parse_batch(serialized)
+  image = tf.io.decode_raw(features["image"], tf.as_dtype(image_dtype), little_endian=True)
+  image = tf.cast(tf.reshape(image, [-1, image_size, image_size, channels]), tf.float32)
+  label = tf.io.decode_raw(features["label"], tf.uint8)
+  label = tf.reshape(label, [-1, image_size, image_size])
+  return {"image": image, "label": label, "patient_id": features["patient_id"],
+          "slice_index": features["slice_index"], "has_tumor": features["has_tumor"]}
+
+
+def targets_from_labels(label, task):
+  """Unified label map [..., H, W] -> float32 targets [..., H, W, K] (BraTS region convention).
+
+  whole_tumor: label > 0. regions: WT = {1,2,3}, TC = {1,3}, ET = {3}.
+  """
+  label = label[..., None]
+  if task == "whole_tumor":
+    return tf.cast(label > 0, tf.float32)  # no stack: one pass over the batch
+  if task == "regions":
+    regions = [label > 0, (label == 1) | (label == 3), label == 3]
+    return tf.cast(tf.concat(regions, axis=-1), tf.float32)
+  raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")

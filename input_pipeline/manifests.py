@@ -1,0 +1,122 @@
+"""Finds the shards to read from the drops' manifests, so the reader never guesses.
+
+Uses `tf.io.gfile`, so `--data_dir` may be local or `gs://`. A drop is complete when its
+folder holds `manifest.json` and carries no staging suffix (data_prep/drops.py).
+"""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+_MANIFEST = "manifest.json"
+_STAGING_SUFFIXES = (".incomplete", ".retired")
+
+
+class DataError(ValueError):
+  """The data folder cannot give what was asked for (printed as one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  path: str
+  fold: int
+  examples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataLayout:
+  """What every selected drop agrees on, plus the shards of the chosen folds."""
+  image_size: int
+  channels: int
+  image_dtype: str
+  num_folds: int
+  modalities: tuple
+  shards: tuple  # of Shard
+  patients: dict  # patient_id -> {"fold", "slices", "tumor_slices", "drop", ...}
+
+  @property
+  def num_examples(self):
+    return sum(shard.examples for shard in self.shards)
+
+  @property
+  def tumor_fraction(self):
+    slices = sum(p["slices"] for p in self.patients.values())
+    return sum(p["tumor_slices"] for p in self.patients.values()) / max(slices, 1)
+
+
+_join = os.path.join  # POSIX joining is right for local paths and gs:// URLs alike
+
+
+def complete_drops(data_dir):
+  """Sorted [(name, path)] of complete drops under `data_dir`."""
+  if not tf.io.gfile.isdir(data_dir):
+    raise DataError(f"{data_dir}: no such data folder")
+  found = []
+  for entry in sorted(tf.io.gfile.listdir(data_dir)):
+    name = entry.rstrip("/")
+    if name.startswith(".") or name.endswith(_STAGING_SUFFIXES):
+      continue
+    path = _join(data_dir, name)
+    if tf.io.gfile.exists(_join(path, _MANIFEST)):
+      found.append((name, path))
+  return found
+
+
+def _load(path):
+  with tf.io.gfile.GFile(_join(path, _MANIFEST), "r") as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as error:
+      raise DataError(f"{_join(path, _MANIFEST)}: unreadable manifest ({error})") from None
+
+
+def load_layout(data_dir, folds=None, drops=None):
+  """Reads the manifests of `drops` (default: every complete drop) and lists the shards.
+
+  Args:
+    data_dir: folder holding drops.
+    folds: fold numbers to read, or None for every fold.
+    drops: drop names, or None for all.
+  Raises:
+    DataError: no drop, unknown drop, drops that disagree on the layout, or an empty fold.
+  """
+  available = complete_drops(data_dir)
+  if not available:
+    raise DataError(f"{data_dir}: holds no complete drop (convert one with data_prep.convert_main)")
+  if drops:
+    unknown = sorted(set(drops) - {name for name, _ in available})
+    if unknown:
+      raise DataError(f"{data_dir}: no complete drop named {', '.join(unknown)} "
+                      f"(found: {', '.join(name for name, _ in available)})")
+    available = [(name, path) for name, path in available if name in drops]
+
+  layout_keys = ("image_size", "channels", "image_dtype", "num_folds", "modalities")
+  reference, shards, patients = None, [], {}
+  for name, path in available:
+    manifest = _load(path)
+    layout = tuple(tuple(manifest[k]) if isinstance(manifest[k], list) else manifest[k]
+                   for k in layout_keys)
+    if reference is None:
+      reference = (name, layout)
+    elif layout != reference[1]:
+      raise DataError(f"{path}: drop layout {dict(zip(layout_keys, layout))} differs from drop "
+                      f"{reference[0]} {dict(zip(layout_keys, reference[1]))}; pass --drops")
+    for patient_id, entry in manifest["patients"].items():
+      if folds is None or entry["fold"] in folds:
+        patients[patient_id] = dict(entry, drop=name)
+    for shard in manifest["shards"]:
+      if folds is None or shard["fold"] in folds:
+        shards.append(Shard(_join(path, shard["file"]), shard["fold"], shard["examples"]))
+  image_size, channels, image_dtype, num_folds, modalities = reference[1]
+  for fold in sorted(folds or []):
+    if not 0 <= fold < num_folds:
+      raise DataError(f"{data_dir}: fold {fold} does not exist (the drops have {num_folds} folds)")
+    if not any(shard.fold == fold for shard in shards):
+      raise DataError(f"{data_dir}: fold {fold} is empty in drops "
+                      f"{', '.join(name for name, _ in available)}")
+  if not shards:
+    raise DataError(f"{data_dir}: no shard matches folds {folds}")
+  return DataLayout(image_size, channels, image_dtype, num_folds, tuple(modalities),
+                    tuple(sorted(shards, key=lambda s: s.path)), patients)

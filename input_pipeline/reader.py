@@ -1,0 +1,171 @@
+"""The streaming tf.data reader: shards on disk -> (image, target) batches for training or eval.
+
+Files are listed from the manifests, shuffled with the seed and sharded per input
+pipeline, then read with a parallel interleave, shuffled, batched, parsed in batches
+(`parse_example` + `decode_raw`), augmented and prefetched. Nothing is loaded into memory
+beyond the shuffle buffer and prefetched batches.
+"""
+
+import random
+
+from absl import logging
+import tensorflow as tf
+
+from data_prep import tfrecord_schema
+from input_pipeline import augment as augment_lib
+from input_pipeline import decode
+from input_pipeline import manifests
+
+_READ_BUFFER_BYTES = 4 << 20
+_SELECT_BATCH = 256  # records examined together when rebalancing tumour slices
+_HAS_TUMOR_SPEC = {"has_tumor": tfrecord_schema.FEATURES["has_tumor"]}
+
+
+def keep_probabilities(base_fraction, target_fraction):
+  """(p_keep_tumour, p_keep_tumour_free) that turn `base_fraction` into `target_fraction`.
+
+  Drops only from the over-represented kind, so each record is still read once.
+  """
+  if not 0.0 <= target_fraction <= 1.0:
+    raise ValueError(f"tumor_fraction must lie in [0, 1], got {target_fraction}")
+  if base_fraction <= 0.0 or base_fraction >= 1.0:
+    return 1.0, 1.0  # only one kind exists: nothing to rebalance
+  if target_fraction >= base_fraction:
+    if target_fraction == 1.0:
+      return 1.0, 0.0
+    return 1.0, base_fraction * (1 - target_fraction) / ((1 - base_fraction) * target_fraction)
+  return target_fraction * (1 - base_fraction) / ((1 - target_fraction) * base_fraction), 1.0
+
+
+def shard_files(files, input_context, seed):
+  """The files of this input pipeline: a seeded shuffle (the same on every worker), then
+  every n-th file. Returns (files, record_level) where record_level means too few files."""
+  files = sorted(files)
+  random.Random(seed).shuffle(files)
+  if input_context is None or input_context.num_input_pipelines <= 1:
+    return files, False
+  count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+  if len(files) < count:
+    logging.warning("%d files for %d input pipelines: every pipeline reads every file and keeps "
+                    "every %d-th record (write smaller shards to avoid the wasted reads)",
+                    len(files), count, count)
+    return files, True
+  return files[index::count], False
+
+
+def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", global_batch_size=64,
+                  training=True, input_context=None, augment=None,
+                  augment_config=augment_lib.AugmentConfig(), tumor_fraction=None, seed=0,
+                  deterministic=False, shuffle_buffer=4096, cycle_length=8, with_metadata=False,
+                  repeat=None):
+  """Builds the training or evaluation dataset.
+
+  Args:
+    data_dir: folder with drops (local or gs://).
+    folds: folds to read (None: all).
+    drops: drop names (None: every complete drop).
+    task: "whole_tumor" (targets [B,H,W,1]) or "regions" (WT, TC, ET: [B,H,W,3]).
+    global_batch_size: batch over all replicas; each pipeline batches its replica's share.
+    training: shuffle, repeat, drop the last partial batch, augment by default.
+    input_context: a `tf.distribute.InputContext` (from `distribute_datasets_from_function`).
+    augment: override the default (on for training, off for evaluation).
+    tumor_fraction: fraction of tumour slices wanted in training batches (None: as stored).
+    seed: seeds file order, shuffling, rebalancing and augmentation.
+    deterministic: same batches on every run with the same seed (slower).
+    with_metadata: yield dicts with image, target, patient_id, slice_index (evaluation).
+    repeat: override the default (forever for training, once for evaluation).
+  Returns:
+    A `tf.data.Dataset` of (image float32 [B,H,W,C], target float32 [B,H,W,K]), or dicts.
+  """
+  if task not in decode.TASKS:
+    raise ValueError(f"unknown task {task!r}; expected one of {decode.TASKS}")
+  layout = manifests.load_layout(data_dir, folds, drops)
+  augment = training if augment is None else augment
+  repeat = training if repeat is None else repeat
+  batch_size = (input_context.get_per_replica_batch_size(global_batch_size) if input_context
+                else global_batch_size)
+
+  files, record_level = shard_files([s.path for s in layout.shards], input_context, seed)
+  if not training:
+    files = sorted(files)  # evaluation keeps each patient's slices together and in order
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  if training:
+    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    dataset = dataset.repeat()
+  dataset = interleave_records(dataset, cycle_length=min(cycle_length, len(files)) if training
+                               else 1, deterministic=deterministic)
+  if record_level:
+    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if training and tumor_fraction is not None:
+    dataset = _rebalance(dataset, layout.tumor_fraction, tumor_fraction, seed)
+  if training and shuffle_buffer > 1:
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  dataset = dataset.batch(batch_size, drop_remainder=training)
+
+  def to_outputs(serialized, batch_seed=None):
+    example = decode.decode_batch(serialized, image_size=layout.image_size,
+                                  channels=layout.channels, image_dtype=layout.image_dtype)
+    image, label = example["image"], example["label"]
+    if batch_seed is not None:
+      image, label = augment_lib.augment_batch(image, label, batch_seed, augment_config)
+    target = decode.targets_from_labels(label, task)
+    if with_metadata:
+      return {"image": image, "target": target, "patient_id": example["patient_id"],
+              "slice_index": example["slice_index"]}
+    return image, target
+
+  if augment:
+    dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
+  dataset = dataset.map(to_outputs, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=deterministic or not training)
+  dataset = dataset.prefetch(tf.data.AUTOTUNE)
+  return dataset.with_options(_options(deterministic or not training, input_context))
+
+
+def interleave_records(files, cycle_length, deterministic):
+  """Reads `cycle_length` files at once (in parallel when more than one)."""
+  read = lambda path: tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
+  if cycle_length <= 1:
+    return files.flat_map(read)
+  return files.interleave(read, cycle_length=cycle_length, block_length=1,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+
+def _seeds(seed):
+  """An endless stream of int64 [2] stateless seeds."""
+  return tf.data.Dataset.random(seed=seed).batch(2)
+
+
+def _rebalance(records, base_fraction, target_fraction, seed):
+  """Drops records of the over-represented kind so tumour slices make `target_fraction`."""
+  keep_tumor, keep_free = keep_probabilities(base_fraction, target_fraction)
+  logging.info("rebalancing: %.2f of slices have tumour; keeping tumour slices with p=%.3f, "
+               "tumour-free with p=%.3f for %.2f", base_fraction, keep_tumor, keep_free,
+               target_fraction)
+
+  def select(serialized, batch_seed):
+    has_tumor = tf.io.parse_example(serialized, _HAS_TUMOR_SPEC)["has_tumor"] > 0
+    draw = tf.random.stateless_uniform(tf.shape(serialized), batch_seed)
+    keep = tf.where(has_tumor, draw < keep_tumor, draw < keep_free)
+    return tf.boolean_mask(serialized, keep)
+
+  batches = tf.data.Dataset.zip(records.batch(_SELECT_BATCH), _seeds(seed + 2))
+  return batches.map(select, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def _options(deterministic, input_context):
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  options.autotune.enabled = True
+  options.experimental_optimization.map_parallelization = True
+  options.experimental_optimization.parallel_batch = True
+  if input_context is not None:
+    # Files are already sharded per input pipeline above; tf.distribute must not shard again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  return options
+
+
+def dataset_fn(data_dir, **kwargs):
+  """For `strategy.distribute_datasets_from_function`: input_context -> dataset."""
+  return lambda input_context: build_dataset(data_dir, input_context=input_context, **kwargs)

@@ -6,6 +6,12 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
+
+# Two logical CPU devices for MirroredStrategy tests; must happen before TensorFlow starts.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "brats2018")

@@ -1,0 +1,169 @@
+r"""Measures the reader against the raw read ceiling and an h5py baseline, in one run.
+
+  python -m input_pipeline.benchmark_main --data_dir=tfrecords [--h5_dir=D] [--batch_size=64]
+      [--steps=200]
+
+Prints one JSON object per line; the last is the summary with the ratios. Warm-up
+batches are excluded. Peak resident memory is measured per stage (the kernel's
+high-water mark is reset between stages), and the reader runs a second time over ten
+times more batches to show that memory does not grow with the amount read.
+"""
+
+import json
+import os
+import random
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+from absl import flags
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "tfrecords", "Dataset folder holding the drops.")
+_DROPS = flags.DEFINE_list("drops", None, "Drops to read (default: all).")
+_H5_DIR = flags.DEFINE_string("h5_dir", None, "Kaggle h5 slices for the h5py baseline (optional).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
+_STEPS = flags.DEFINE_integer("steps", 1000, "Timed batches per stage.")
+_WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 100, "Untimed batches before timing.")
+_MEMORY_FACTOR = flags.DEFINE_integer("memory_factor", 10, "The memory check reads this many "
+                                      "times more batches than --steps.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed.")
+
+flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
+flags.register_validator("steps", lambda n: n >= 1, "--steps must be at least 1")
+
+
+def _rss_mb(field):
+  """VmRSS (current) or VmHWM (peak since last reset) of this process, in MiB."""
+  with open("/proc/self/status", encoding="ascii") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) / 1024
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_memory():
+  try:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+      f.write("5")  # resets VmHWM to the current RSS
+  except OSError:
+    pass
+
+
+def measure(name, dataset, steps, warmup_steps, **extra):
+  """Iterates `dataset`, times `steps` batches after warm-up; returns a JSON-able dict."""
+  _reset_peak_memory()
+  iterator = iter(dataset)
+  for _ in range(warmup_steps):
+    next(iterator)
+  examples, start = 0, time.perf_counter()
+  for _ in range(steps):
+    batch = next(iterator)
+    first = batch[0] if isinstance(batch, tuple) else batch
+    examples += int(first.shape[0])
+  seconds = time.perf_counter() - start
+  return {"benchmark": name, "examples_per_sec": round(examples / seconds, 1),
+          "steps": steps, "examples": examples, "seconds": round(seconds, 3),
+          "peak_rss_mb": round(_rss_mb("VmHWM"), 1), "rss_mb": round(_rss_mb("VmRSS"), 1), **extra}
+
+
+def h5py_baseline(h5_dir, batch_size, image_size, seed):
+  """The prototype's way: one .h5 per slice through `from_generator`, h5py, per-slice
+  min-max scaling, then `tf.image.resize`."""
+  import h5py
+  import numpy as np
+  import tensorflow as tf
+
+  paths = sorted(os.path.join(h5_dir, n) for n in os.listdir(h5_dir) if n.endswith(".h5"))
+  if not paths:
+    raise app.UsageError(f"--h5_dir={h5_dir} holds no .h5 files")
+  random.Random(seed).shuffle(paths)
+
+  def slices():
+    while True:
+      for path in paths:
+        with h5py.File(path, "r") as f:
+          image = f["image"][:, :, 0].astype(np.float32)
+          mask = f["mask"][()]
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+        yield image[..., None], (mask.max(axis=-1) > 0).astype(np.float32)[..., None]
+
+  signature = (tf.TensorSpec([240, 240, 1], tf.float32), tf.TensorSpec([240, 240, 1], tf.float32))
+  dataset = tf.data.Dataset.from_generator(slices, output_signature=signature)
+  dataset = dataset.batch(batch_size).map(
+      lambda x, y: (tf.image.resize(x, [image_size, image_size]),
+                    tf.image.resize(y, [image_size, image_size], method="nearest")),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE), len(paths)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  import tensorflow as tf
+  from input_pipeline import augment
+  from input_pipeline import manifests
+  from input_pipeline import reader
+
+  try:
+    layout = manifests.load_layout(_DATA_DIR.value, drops=_DROPS.value)
+  except manifests.DataError as error:
+    raise app.UsageError(str(error)) from None
+  batch, steps, warmup = _BATCH_SIZE.value, _STEPS.value, _WARMUP_STEPS.value
+  common = {"batch_size": batch, "image_size": layout.image_size, "channels": layout.channels,
+            "image_dtype": layout.image_dtype}
+  results = {}
+
+  def report(line):
+    results[line["benchmark"]] = line
+    print(json.dumps(line), flush=True)
+
+  files = [shard.path for shard in layout.shards]
+  random.Random(_SEED.value).shuffle(files)
+  raw = reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
+                                  cycle_length=min(8, len(files)), deterministic=False)
+  report(measure("ceiling", raw.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
+                 steps, warmup, files=len(files), **common))
+
+  build = lambda **kw: reader.build_dataset(_DATA_DIR.value, drops=_DROPS.value,
+                                            global_batch_size=batch, seed=_SEED.value, **kw)
+  report(measure("reader", build(augment=False), steps, warmup, **common))
+  report(measure("reader_augmented", build(augment=True), steps, warmup, **common,
+                 augment=str(augment.AugmentConfig())))
+  no_rotation = augment.AugmentConfig(rotate_scale_probability=0.0)
+  report(measure("reader_augmented_without_rotate_scale",
+                 build(augment=True, augment_config=no_rotation), steps, warmup, **common))
+  report(measure("reader_memory_check", build(augment=False), steps * _MEMORY_FACTOR.value, warmup,
+                 **common))
+  if _H5_DIR.value:
+    dataset, num_files = h5py_baseline(_H5_DIR.value, batch, layout.image_size, _SEED.value)
+    report(measure("h5py_baseline", dataset, max(steps // 4, 1), min(warmup, 5), files=num_files,
+                   **common))
+
+  rate = lambda name: results[name]["examples_per_sec"] if name in results else None
+  ratio = lambda a, b: round(rate(a) / rate(b), 3) if rate(a) and rate(b) else None
+  print(json.dumps({
+      "benchmark": "reader_summary",
+      "ceiling_examples_per_sec": rate("ceiling"),
+      "reader_examples_per_sec": rate("reader"),
+      "reader_augmented_examples_per_sec": rate("reader_augmented"),
+      "h5py_baseline_examples_per_sec": rate("h5py_baseline"),
+      "reader_vs_ceiling": ratio("reader", "ceiling"),
+      "reader_augmented_vs_ceiling": ratio("reader_augmented", "ceiling"),
+      "reader_augmented_without_rotate_scale_vs_ceiling":
+          ratio("reader_augmented_without_rotate_scale", "ceiling"),
+      "reader_vs_h5py_baseline": ratio("reader", "h5py_baseline"),
+      "peak_rss_mb_reader": results["reader"]["peak_rss_mb"],
+      "peak_rss_mb_reader_x%d" % _MEMORY_FACTOR.value: results["reader_memory_check"]["peak_rss_mb"],
+      "memory_ratio_x%d_data" % _MEMORY_FACTOR.value: round(
+          results["reader_memory_check"]["peak_rss_mb"] / results["reader"]["peak_rss_mb"], 3),
+      "examples_in_data": layout.num_examples, "cpus": os.cpu_count(), **common}))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

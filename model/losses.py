@@ -1,0 +1,61 @@
+"""Segmentation losses, registered as Keras serializable so saved models load without
+custom_objects (importing `model` registers them)."""
+
+import keras
+from keras import ops
+
+LOSS_NAMES = ("bce", "dice", "bce_dice")
+_PACKAGE = "brats_unet"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SoftDiceLoss(keras.losses.Loss):
+  """1 - soft Dice, per target channel over the whole batch, averaged over channels.
+
+  Pooling the batch keeps the loss defined for tumour-free slices (a per-slice Dice of two
+  empty masks is 0/0); `smooth` keeps it finite when the whole batch is empty.
+  """
+
+  def __init__(self, smooth=1.0, name="soft_dice", reduction="sum_over_batch_size", **kwargs):
+    super().__init__(name=name, reduction=reduction, **kwargs)
+    self.smooth = smooth
+
+  def call(self, y_true, y_pred):
+    y_true = ops.cast(y_true, y_pred.dtype)
+    axes = tuple(range(len(y_pred.shape) - 1))  # all but the channel axis
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    dice = (2.0 * intersection + self.smooth) / (total + self.smooth)
+    return 1.0 - ops.mean(dice)
+
+  def get_config(self):
+    return {**super().get_config(), "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BceDiceLoss(keras.losses.Loss):
+  """Binary cross-entropy plus soft Dice: BCE gives dense per-pixel gradients, Dice
+  counters the background/tumour imbalance."""
+
+  def __init__(self, smooth=1.0, name="bce_dice", reduction="sum_over_batch_size", **kwargs):
+    super().__init__(name=name, reduction=reduction, **kwargs)
+    self.smooth = smooth
+    self._dice = SoftDiceLoss(smooth=smooth)
+
+  def call(self, y_true, y_pred):
+    y_true = ops.cast(y_true, y_pred.dtype)
+    bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
+    return bce + self._dice.call(y_true, y_pred)
+
+  def get_config(self):
+    return {**super().get_config(), "smooth": self.smooth}
+
+
+def get_loss(name):
+  if name == "bce":
+    return keras.losses.BinaryCrossentropy(name="bce")
+  if name == "dice":
+    return SoftDiceLoss()
+  if name == "bce_dice":
+    return BceDiceLoss()
+  raise ValueError(f"unknown loss {name!r}; expected one of {LOSS_NAMES}")

@@ -1,0 +1,80 @@
+"""Callbacks of a training run: checkpoint, early stopping, LR on plateau, backup, history,
+TensorBoard with validation overlays."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data_prep import overlays
+
+
+class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
+  """BackupAndRestore that restores from the chief's `backup_dir` but, on other workers,
+  writes its own backups to `write_dir` (so only the chief's are ever read back)."""
+
+  def __init__(self, backup_dir, write_dir):
+    super().__init__(backup_dir, double_checkpoint=True)
+    self._write = keras.callbacks.BackupAndRestore(write_dir, double_checkpoint=True)
+
+  def set_model(self, model):
+    super().set_model(model)
+    self._write.set_model(model)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._write.on_epoch_end(epoch, logs)
+
+  def on_train_end(self, logs=None):
+    self._write.on_train_end(logs)
+
+
+def overlay_rgb(image, truth, prediction):
+  """Grey MRI, green ground truth, red prediction, yellow where they agree."""
+  rgb = overlays.to_grey_rgb(image)
+  rgb = overlays.blend(rgb, truth & ~prediction, (40, 220, 40))
+  rgb = overlays.blend(rgb, prediction & ~truth, (230, 40, 40))
+  return overlays.blend(rgb, truth & prediction, (250, 230, 40))
+
+
+class ValidationImages(keras.callbacks.Callback):
+  """Writes overlays of a fixed validation batch to TensorBoard after every epoch."""
+
+  def __init__(self, log_dir, images, targets, max_images=4):
+    super().__init__()
+    self.images = images[:max_images]
+    self.targets = targets[:max_images]
+    self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation_images"))
+
+  def on_epoch_end(self, epoch, logs=None):
+    probabilities = np.asarray(self.model(self.images, training=False))
+    pictures = [overlay_rgb(image[..., 0], target[..., 0] > 0.5, probability[..., 0] > 0.5)
+                for image, target, probability in zip(self.images, self.targets, probabilities)]
+    with self.writer.as_default():
+      tf.summary.image("validation/green_truth_red_prediction", np.stack(pictures), step=epoch,
+                       max_outputs=len(pictures))
+    self.writer.flush()
+
+
+def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
+                    reduce_lr_patience, validation_batch=None, is_chief=True):
+  """The callbacks of a run; non-chief workers write everything under `write_dir`."""
+  backup = (keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"),
+                                             double_checkpoint=True) if is_chief else
+            WorkerBackupAndRestore(os.path.join(model_dir, "backup"),
+                                   os.path.join(write_dir, "backup")))
+  callbacks = [
+      backup,
+      keras.callbacks.ModelCheckpoint(os.path.join(write_dir, "best_model.keras"), monitor=monitor,
+                                      mode="max", save_best_only=True),
+      keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
+                                        patience=reduce_lr_patience, min_lr=1e-6),
+      keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=True),
+      keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), update_freq="epoch"),
+  ]
+  if early_stopping_patience > 0:
+    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                                   patience=early_stopping_patience))
+  if validation_batch is not None and is_chief:
+    callbacks.append(ValidationImages(os.path.join(write_dir, "tensorboard"), *validation_batch))
+  return callbacks

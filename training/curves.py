@@ -1,0 +1,44 @@
+"""Draws training_curves.png from the run's own history.csv (never from anything else)."""
+
+import csv
+import io
+
+from data_prep import atomic
+
+
+def read_history(path):
+  """history.csv -> {column: [floats]}; epochs repeated after a resume keep the last value."""
+  with open(path, encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  by_epoch = {int(row["epoch"]): row for row in rows}
+  epochs = sorted(by_epoch)
+  columns = [c for c in (rows[0].keys() if rows else []) if c != "epoch"]
+  history = {"epoch": [e + 1 for e in epochs]}
+  for column in columns:
+    history[column] = [float(by_epoch[e][column]) if by_epoch[e][column] not in ("", None)
+                       else float("nan") for e in epochs]
+  return history
+
+
+def plot_history(history_path, output_path):
+  """Loss and Dice per epoch, training and validation, as a PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  history = read_history(history_path)
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for axis, metric in zip(axes, ("loss", "dice")):
+    for prefix, style in (("", "-"), ("val_", "--")):
+      if prefix + metric in history:
+        axis.plot(history["epoch"], history[prefix + metric], style, marker="o", markersize=3,
+                  label=("validation " if prefix else "training ") + metric)
+    axis.set_xlabel("epoch")
+    axis.set_title(metric)
+    axis.grid(alpha=0.3)
+    axis.legend()
+  figure.tight_layout()
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100)
+  plt.close(figure)
+  atomic.write_bytes(output_path, buffer.getvalue())

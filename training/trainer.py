@@ -1,0 +1,270 @@
+"""One training run: datasets, model, compile, fit with callbacks, exports.
+
+Library code: everything comes in through `TrainConfig`; train_main.py owns the flags.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import augment as augment_lib
+from input_pipeline import decode
+from input_pipeline import manifests
+from input_pipeline import reader
+from model import losses
+from model import metrics as metrics_lib
+from model import unet
+from training import callbacks as callbacks_lib
+from training import curves
+from training import distribution
+
+# The learning rate given is for this global batch; larger batches scale it by the square
+# root of the ratio (Adam; Hoffer et al. 2017), so changing the GPU count keeps training sane.
+REFERENCE_BATCH_SIZE = 32
+
+
+class ConfigError(ValueError):
+  """A setting that cannot work with this data or these devices (printed as one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  data_dir: str
+  model_dir: str
+  drops: tuple | None = None
+  val_fold: int = 0  # -1: train on every fold, no validation
+  val_data_dir: str | None = None
+  task: str = "whole_tumor"
+  loss: str = "bce_dice"
+  epochs: int = 40
+  batch_size: int = 32  # global
+  steps_per_epoch: int | None = None  # None: one pass over the training folds
+  learning_rate: float = 1e-3
+  scale_learning_rate: bool = True
+  early_stopping_patience: int = 10
+  reduce_lr_patience: int = 4
+  seed: int = 0
+  deterministic: bool = False
+  augment: bool = True
+  rotate_scale_probability: float = 0.5
+  tumor_fraction: float | None = None
+  shuffle_buffer: int = 4096
+  depth: int = 4
+  base_filters: int = 32
+  dropout: float = 0.1
+  batch_norm: bool = True
+  sync_batch_norm: bool = False
+  upsampling: str = "transpose"
+  precision: str = "float32"  # resolved, not "auto"
+  jit_compile: bool = False
+  tensorboard_images: int = 4
+
+
+def effective_learning_rate(config):
+  if not config.scale_learning_rate:
+    return config.learning_rate
+  return config.learning_rate * math.sqrt(config.batch_size / REFERENCE_BATCH_SIZE)
+
+
+def _folds(config, num_folds):
+  """(training folds, validation folds or None, validation data dir)."""
+  if config.val_data_dir:
+    return None, None, config.val_data_dir
+  if config.val_fold < 0:
+    return None, None, None
+  if config.val_fold >= num_folds:
+    raise manifests.DataError(f"--val_fold={config.val_fold}: the drops have {num_folds} folds")
+  return [f for f in range(num_folds) if f != config.val_fold], [config.val_fold], config.data_dir
+
+
+def build_model(config, layout):
+  model_config = unet.UNetConfig(
+      image_size=layout.image_size, channels=layout.channels,
+      num_outputs=decode.num_targets(config.task), depth=config.depth,
+      base_filters=config.base_filters, batch_norm=config.batch_norm,
+      sync_batch_norm=config.sync_batch_norm, dropout=config.dropout, upsampling=config.upsampling)
+  return unet.build_unet(model_config)
+
+
+def compile_model(model, config):
+  model.compile(optimizer=keras.optimizers.Adam(effective_learning_rate(config)),
+                loss=losses.get_loss(config.loss),
+                metrics=metrics_lib.build_metrics(decode.REGION_NAMES[config.task]),
+                jit_compile=config.jit_compile)
+
+
+class Run:
+  """Datasets and model of one configuration, built inside the strategy's scope."""
+
+  def __init__(self, config, strategy):
+    self.config = config
+    self.strategy = strategy
+    keras.mixed_precision.set_global_policy(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    self.layout = manifests.load_layout(config.data_dir, drops=config.drops)
+    self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout.num_folds)
+    train_layout = manifests.load_layout(config.data_dir, self.train_folds, config.drops)
+    if self.val_dir:
+      self.val_layout = manifests.load_layout(self.val_dir, self.val_folds,
+                                              None if config.val_data_dir else config.drops)
+      if (self.val_layout.image_size, self.val_layout.channels) != (
+          self.layout.image_size, self.layout.channels):
+        raise manifests.DataError(f"{self.val_dir}: validation slices are "
+                                  f"{self.val_layout.image_size}px x {self.val_layout.channels}ch, "
+                                  f"training {self.layout.image_size}px x {self.layout.channels}ch")
+    else:
+      self.val_layout = None
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+      raise ConfigError(f"--batch_size={config.batch_size} must divide by the {replicas} replicas")
+    self.train_examples = train_layout.num_examples
+    self.steps_per_epoch = config.steps_per_epoch or max(1, self.train_examples // config.batch_size)
+    with strategy.scope():
+      self.model = build_model(config, self.layout)
+      compile_model(self.model, config)
+
+  def train_dataset(self):
+    config = self.config
+    augment_config = augment_lib.AugmentConfig(
+        rotate_scale_probability=config.rotate_scale_probability)
+    return self.strategy.distribute_datasets_from_function(reader.dataset_fn(
+        config.data_dir, folds=self.train_folds, drops=config.drops, task=config.task,
+        global_batch_size=config.batch_size, training=True, augment=config.augment,
+        augment_config=augment_config, tumor_fraction=config.tumor_fraction, seed=config.seed,
+        deterministic=config.deterministic, shuffle_buffer=config.shuffle_buffer))
+
+  def validation(self):
+    """(distributed dataset, steps) or (None, None). Multi-worker runs repeat the validation
+    data and take whole batches only, so every worker runs the same number of steps."""
+    if self.val_layout is None:
+      return None, None
+    config = self.config
+    multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    dataset = self.strategy.distribute_datasets_from_function(reader.dataset_fn(
+        self.val_dir, folds=self.val_folds, drops=None if config.val_data_dir else config.drops,
+        task=config.task, global_batch_size=config.batch_size, training=False,
+        repeat=multi_worker))
+    examples, batch = self.val_layout.num_examples, config.batch_size
+    steps = max(1, examples // batch) if multi_worker else math.ceil(examples / batch)
+    return dataset, steps
+
+  def sample_validation_batch(self, count):
+    """A few validation slices with tumour, for TensorBoard pictures."""
+    if self.val_layout is None or count <= 0:
+      return None
+    dataset = reader.build_dataset(self.val_dir, folds=self.val_folds, task=self.config.task,
+                                   drops=None if self.config.val_data_dir else self.config.drops,
+                                   global_batch_size=64, training=False)
+    images, targets = [], []
+    for image, target in dataset:
+      keep = np.asarray(tf.reduce_max(target, axis=[1, 2, 3]) > 0)
+      images += list(image.numpy()[keep])
+      targets += list(target.numpy()[keep])
+      if len(images) >= count * 8:
+        break
+    if not images:
+      return None
+    chosen = np.linspace(0, len(images) - 1, count).round().astype(int)
+    return np.stack([images[i] for i in chosen]), np.stack([targets[i] for i in chosen])
+
+
+def train(config, strategy):
+  """Trains, checkpoints the best model, exports best_model.h5 and training_curves.png.
+
+  Returns:
+    The Keras History of this process's fit call.
+  """
+  run = Run(config, strategy)
+  chief = distribution.is_chief()
+  write_dir = distribution.write_dir(config.model_dir)
+  os.makedirs(write_dir, exist_ok=True)
+  val_dataset, val_steps = run.validation()
+  monitor = "val_dice" if val_dataset is not None else "dice"
+  callbacks = callbacks_lib.build_callbacks(
+      model_dir=config.model_dir, write_dir=write_dir, monitor=monitor,
+      early_stopping_patience=config.early_stopping_patience,
+      reduce_lr_patience=config.reduce_lr_patience, is_chief=chief,
+      validation_batch=run.sample_validation_batch(config.tensorboard_images) if chief else None)
+  logging.info("training on folds %s (%d slices, %d steps/epoch), validating on %s, %d replicas, "
+               "%s, lr %.2e", run.train_folds or "all", run.train_examples, run.steps_per_epoch,
+               run.val_folds if run.val_dir else "nothing", strategy.num_replicas_in_sync,
+               config.precision, effective_learning_rate(config))
+  history = run.model.fit(run.train_dataset(), epochs=config.epochs,
+                          steps_per_epoch=run.steps_per_epoch, validation_data=val_dataset,
+                          validation_steps=val_steps, callbacks=callbacks, verbose=2)
+  if chief:
+    export(config.model_dir)
+  else:
+    shutil.rmtree(write_dir, ignore_errors=True)
+  return history
+
+
+def export(model_dir):
+  """best_model.keras -> best_model.h5 (legacy format, written once at the end) and curves."""
+  best = os.path.join(model_dir, "best_model.keras")
+  if os.path.exists(best):
+    model = keras.models.load_model(best)
+    tmp = os.path.join(model_dir, ".best_model.tmp.h5")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(model_dir, "best_model.h5"))
+  history = os.path.join(model_dir, "history.csv")
+  if os.path.exists(history):
+    curves.plot_history(history, os.path.join(model_dir, "training_curves.png"))
+
+
+class _StepTimer(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.times = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.times.append(time.perf_counter())
+
+
+def _images_per_sec(run, dataset, steps, warmup):
+  timer = _StepTimer()
+  run.model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0)
+  seconds = timer.times[-1] - timer.times[warmup - 1]
+  return steps * run.config.batch_size / seconds, seconds
+
+
+def benchmark(config, strategy, steps, warmup=5):
+  """Training throughput with the real input pipeline and with in-memory batches of the same
+  shape; prints JSON lines and returns the summary."""
+  run = Run(config, strategy)
+  common = {"precision": config.precision, "replicas": strategy.num_replicas_in_sync,
+            "global_batch_size": config.batch_size, "image_size": run.layout.image_size,
+            "channels": run.layout.channels, "base_filters": config.base_filters,
+            "depth": config.depth, "jit_compile": config.jit_compile,
+            "devices": [d.name for d in tf.config.list_logical_devices()
+                        if d.device_type in ("CPU", "GPU")], "steps": steps, "warmup_steps": warmup}
+  pipeline_rate, pipeline_seconds = _images_per_sec(run, run.train_dataset(), steps, warmup)
+  print(json.dumps({"benchmark": "train_pipeline", "images_per_sec": round(pipeline_rate, 2),
+                    "seconds": round(pipeline_seconds, 3), **common}), flush=True)
+
+  size, channels = run.layout.image_size, run.layout.channels
+  targets = decode.num_targets(config.task)
+  rng = np.random.default_rng(config.seed)
+  images = rng.normal(size=(config.batch_size, size, size, channels)).astype(np.float32)
+  masks = (rng.random((config.batch_size, size, size, targets)) < 0.1).astype(np.float32)
+  in_memory = tf.data.Dataset.from_tensors((images, masks)).repeat()
+  memory_rate, memory_seconds = _images_per_sec(
+      run, strategy.experimental_distribute_dataset(in_memory), steps, warmup)
+  print(json.dumps({"benchmark": "train_in_memory", "images_per_sec": round(memory_rate, 2),
+                    "seconds": round(memory_seconds, 3), **common}), flush=True)
+  summary = {"benchmark": "train_summary", "pipeline_images_per_sec": round(pipeline_rate, 2),
+             "in_memory_images_per_sec": round(memory_rate, 2),
+             "pipeline_vs_in_memory": round(pipeline_rate / memory_rate, 3), **common}
+  print(json.dumps(summary), flush=True)
+  return summary

@@ -59,6 +59,8 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto", list(_STRATEGIES),
                               "auto: mirrored on several GPUs, else default; multi_worker: "
                               "TF_CONFIG.")
 _DEVICES = flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all GPUs).")
+_LOGICAL_CPUS = flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical "
+                                     "devices (to try MirroredStrategy without GPUs); 0: off.")
 _MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "auto", list(_PRECISIONS),
                                      "auto: mixed_float16 on GPUs with tensor cores, else float32.")
 _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
@@ -104,6 +106,8 @@ def main(argv):
   # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF call.
   from training import distribution
   try:
+    if _LOGICAL_CPUS.value:
+      distribution.split_cpu(_LOGICAL_CPUS.value)
     strategy = distribution.make_strategy(_STRATEGY.value, _DEVICES.value)
   except ValueError as error:
     sys.exit(f"error: {error}")

@@ -119,6 +119,10 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
   dataset = dataset.map(to_outputs, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=deterministic or not training)
+  if repeat:
+    # Already endless, but say so: tf.distribute picks its end-of-data handling from the
+    # cardinality, which must be the same (infinite) on every worker whatever its files.
+    dataset = dataset.repeat()
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
   return dataset.with_options(_options(deterministic or not training, input_context))
 

@@ -63,8 +63,9 @@ def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
                                              double_checkpoint=True) if is_chief else
             WorkerBackupAndRestore(os.path.join(model_dir, "backup"),
                                    os.path.join(write_dir, "backup")))
+  # BackupAndRestore goes last: when it records "epoch N done", the history row and the
+  # checkpoint of epoch N are already written, so a run killed at any moment resumes cleanly.
   callbacks = [
-      backup,
       keras.callbacks.ModelCheckpoint(os.path.join(write_dir, "best_model.keras"), monitor=monitor,
                                       mode="max", save_best_only=True),
       keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
@@ -77,4 +78,4 @@ def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
                                                    patience=early_stopping_patience))
   if validation_batch is not None and is_chief:
     callbacks.append(ValidationImages(os.path.join(write_dir, "tensorboard"), *validation_batch))
-  return callbacks
+  return callbacks + [backup]

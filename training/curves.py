@@ -15,9 +15,16 @@ def read_history(path):
   columns = [c for c in (rows[0].keys() if rows else []) if c != "epoch"]
   history = {"epoch": [e + 1 for e in epochs]}
   for column in columns:
-    history[column] = [float(by_epoch[e][column]) if by_epoch[e][column] not in ("", None)
-                       else float("nan") for e in epochs]
+    history[column] = [_number(by_epoch[e][column]) for e in epochs]
   return history
+
+
+def _number(text):
+  """CSVLogger writes 'NA' for a value an epoch did not have."""
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return float("nan")
 
 
 def plot_history(history_path, output_path):

@@ -31,6 +31,13 @@ def make_strategy(name, devices=None):
   raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
 
 
+def split_cpu(count):
+  """Makes `count` logical CPU devices (/cpu:0.../cpu:N-1) before TensorFlow starts."""
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+
+
 def resolve_precision(name):
   """'auto' -> mixed_float16 on GPUs with tensor cores (compute capability >= 7.0), else float32.
 

@@ -74,15 +74,22 @@ def effective_learning_rate(config):
   return config.learning_rate * math.sqrt(config.batch_size / REFERENCE_BATCH_SIZE)
 
 
-def _folds(config, num_folds):
-  """(training folds, validation folds or None, validation data dir)."""
+def _folds(config, layout):
+  """(training folds, validation folds or None, validation data dir). Training takes every
+  fold that holds patients except the validation fold; an empty validation fold is an error."""
   if config.val_data_dir:
     return None, None, config.val_data_dir
   if config.val_fold < 0:
     return None, None, None
-  if config.val_fold >= num_folds:
-    raise manifests.DataError(f"--val_fold={config.val_fold}: the drops have {num_folds} folds")
-  return [f for f in range(num_folds) if f != config.val_fold], [config.val_fold], config.data_dir
+  if config.val_fold >= layout.num_folds:
+    raise manifests.DataError(f"--val_fold={config.val_fold}: the drops have {layout.num_folds} "
+                              "folds")
+  present = sorted({patient["fold"] for patient in layout.patients.values()})
+  training = [fold for fold in present if fold != config.val_fold]
+  if not training:
+    raise manifests.DataError(f"{config.data_dir}: every patient is in validation fold "
+                              f"{config.val_fold}; nothing is left to train on")
+  return training, [config.val_fold], config.data_dir
 
 
 def build_model(config, layout):
@@ -112,7 +119,7 @@ class Run:
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
     self.layout = manifests.load_layout(config.data_dir, drops=config.drops)
-    self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout.num_folds)
+    self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout)
     train_layout = manifests.load_layout(config.data_dir, self.train_folds, config.drops)
     if self.val_dir:
       self.val_layout = manifests.load_layout(self.val_dir, self.val_folds,

@@ -43,7 +43,8 @@ def _conv_block(x, filters, config, name):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=not config.batch_norm,
                       kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
     if config.batch_norm:
-      x = layers.BatchNormalization(synchronized=config.sync_batch_norm, name=f"{name}_bn{i}")(x)
+      x = layers.BatchNormalization(momentum=0.9, synchronized=config.sync_batch_norm,
+                                    name=f"{name}_bn{i}")(x)
     x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
   return x
 

@@ -101,10 +101,10 @@ def nearest_indices(in_size, out_size):
   return np.minimum(np.floor((np.arange(out_size) + 0.5) * scale).astype(np.int64), in_size - 1)
 
 
-def resize_images(images, size):
-  """Resizes float [S, H, W, C] to [S, size, size, C] with antialiased linear interpolation."""
+def resize_images(images, size, width=None):
+  """Resizes float [S, H, W, C] to [S, size, width or size, C], antialiased linear interpolation."""
   rows = linear_resize_matrix(images.shape[1], size)
-  cols = linear_resize_matrix(images.shape[2], size)
+  cols = linear_resize_matrix(images.shape[2], width or size)
   # out[s, i, j, c] = sum_hw rows[i, h] * images[s, h, w, c] * cols[j, w]
   resized = np.einsum("ih,shwc->siwc", rows, images, optimize=True)
   return np.einsum("jw,siwc->sijc", cols, resized, optimize=True).astype(np.float32)

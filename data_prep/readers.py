@@ -33,6 +33,7 @@ class PatientVolume:
   source_files: list  # [{"path", "sha256"}]
   bad_files: list  # BadInputError for single slices that were skipped (h5)
   affine: np.ndarray | None = None  # NIfTI affine, to write predictions back
+  header: object = None  # NIfTI header of the first modality, likewise
   source_shape: tuple = ()  # (H, W, D) of the source volume
 
 
@@ -114,7 +115,7 @@ def read_nifti_patient(source, modalities, *, require_labels=True):
       patient_id=source.patient_id, image=image, labels=label_map,
       slice_indices=np.arange(image.shape[0], dtype=np.int64),
       spacing_mm=tuple(float(z) for z in nifti.header.get_zooms()[:3]),
-      source_files=source_files, bad_files=[], affine=nifti.affine,
+      source_files=source_files, bad_files=[], affine=nifti.affine, header=nifti.header,
       source_shape=tuple(int(s) for s in reference[1]))
 
 

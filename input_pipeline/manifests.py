@@ -35,6 +35,7 @@ class DataLayout:
   modalities: tuple
   shards: tuple  # of Shard
   patients: dict  # patient_id -> {"fold", "slices", "tumor_slices", "drop", ...}
+  normalization: dict = dataclasses.field(default_factory=dict)  # drop -> manifest entry
 
   @property
   def num_examples(self):
@@ -93,9 +94,11 @@ def load_layout(data_dir, folds=None, drops=None):
     available = [(name, path) for name, path in available if name in drops]
 
   layout_keys = ("image_size", "channels", "image_dtype", "num_folds", "modalities")
-  reference, shards, patients = None, [], {}
+  reference, shards, patients, normalization = None, [], {}, {}
   for name, path in available:
     manifest = _load(path)
+    normalization[name] = {"source_format": manifest.get("source", {}).get("format"),
+                           **manifest.get("normalization", {})}
     layout = tuple(tuple(manifest[k]) if isinstance(manifest[k], list) else manifest[k]
                    for k in layout_keys)
     if reference is None:
@@ -119,4 +122,4 @@ def load_layout(data_dir, folds=None, drops=None):
   if not shards:
     raise DataError(f"{data_dir}: no shard matches folds {folds}")
   return DataLayout(image_size, channels, image_dtype, num_folds, tuple(modalities),
-                    tuple(sorted(shards, key=lambda s: s.path)), patients)
+                    tuple(sorted(shards, key=lambda s: s.path)), patients, normalization)

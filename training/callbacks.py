@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data_prep import overlays
+from evaluation.pictures import overlay_rgb
 
 
 class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -27,14 +27,6 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
 
   def on_train_end(self, logs=None):
     self._write.on_train_end(logs)
-
-
-def overlay_rgb(image, truth, prediction):
-  """Grey MRI, green ground truth, red prediction, yellow where they agree."""
-  rgb = overlays.to_grey_rgb(image)
-  rgb = overlays.blend(rgb, truth & ~prediction, (40, 220, 40))
-  rgb = overlays.blend(rgb, prediction & ~truth, (230, 40, 40))
-  return overlays.blend(rgb, truth & prediction, (250, 230, 40))
 
 
 class ValidationImages(keras.callbacks.Callback):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import atomic
 from input_pipeline import augment as augment_lib
 from input_pipeline import decode
 from input_pipeline import manifests
@@ -195,6 +196,8 @@ def train(config, strategy):
   chief = distribution.is_chief()
   write_dir = distribution.write_dir(config.model_dir)
   os.makedirs(write_dir, exist_ok=True)
+  if chief:
+    write_dataset_info(config, run.layout)
   val_dataset, val_steps = run.validation()
   monitor = "val_dice" if val_dataset is not None else "dice"
   callbacks = callbacks_lib.build_callbacks(
@@ -214,6 +217,17 @@ def train(config, strategy):
   else:
     shutil.rmtree(write_dir, ignore_errors=True)
   return history
+
+
+DATASET_INFO = "dataset.json"
+
+
+def write_dataset_info(config, layout):
+  """What prediction needs to prepare new patients exactly like the training slices."""
+  atomic.write_json(os.path.join(config.model_dir, DATASET_INFO), {
+      "task": config.task, "region_names": list(decode.REGION_NAMES[config.task]),
+      "image_size": layout.image_size, "channels": layout.channels,
+      "modalities": list(layout.modalities), "normalization_by_drop": layout.normalization})
 
 
 def export(model_dir):

@@ -1,0 +1,90 @@
+"""Per-patient overlap and distance metrics on a whole stack of slices, with an explicit
+empty-mask policy (a missed tumour must never drop out of an average as NaN).
+
+Policy: when both masks are empty, Dice, IoU, sensitivity and precision are 1 and HD95 is
+0 mm; when exactly one is empty, they are 0 and HD95 is the diagonal of the image volume in
+mm. Any other ratio whose denominator is 0 follows the same rule.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import ndimage
+
+METRIC_NAMES = ("dice", "iou", "hd95_mm", "sensitivity", "specificity", "precision")
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeScores:
+  dice: float
+  iou: float
+  hd95_mm: float
+  sensitivity: float
+  specificity: float
+  precision: float
+  gt_voxels: int
+  pred_voxels: int
+
+
+def _ratio(numerator, denominator, both_empty):
+  if denominator == 0:
+    return 1.0 if both_empty else 0.0
+  return numerator / denominator
+
+
+def _surface(mask):
+  """Voxels of `mask` that touch the background (6-connectivity)."""
+  return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1),
+                                        border_value=0)
+
+
+def hd95(truth, prediction, spacing_mm):
+  """95th percentile of the symmetric surface distances, in mm (both masks non-empty)."""
+  truth_surface, pred_surface = _surface(truth), _surface(prediction)
+  to_truth = ndimage.distance_transform_edt(~truth_surface, sampling=spacing_mm)
+  to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing_mm)
+  distances = np.concatenate([to_truth[pred_surface], to_pred[truth_surface]])
+  return float(np.percentile(distances, 95))
+
+
+def volume_diagonal_mm(shape, spacing_mm):
+  return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing_mm))))
+
+
+def score(truth, prediction, spacing_mm, diagonal_mm=None):
+  """Scores one binary volume [S, H, W] against the truth.
+
+  Args:
+    truth, prediction: bool arrays of the same shape (slices first).
+    spacing_mm: voxel size (slice, row, column) in mm.
+    diagonal_mm: HD95 when exactly one mask is empty (default: this volume's diagonal).
+  """
+  truth, prediction = np.asarray(truth, bool), np.asarray(prediction, bool)
+  if truth.shape != prediction.shape:
+    raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} differ in shape")
+  tp = int(np.count_nonzero(truth & prediction))
+  fp = int(np.count_nonzero(~truth & prediction))
+  fn = int(np.count_nonzero(truth & ~prediction))
+  tn = truth.size - tp - fp - fn
+  gt, pred = tp + fn, tp + fp
+  both_empty = gt == 0 and pred == 0
+  if both_empty:
+    distance = 0.0
+  elif gt == 0 or pred == 0:
+    distance = diagonal_mm if diagonal_mm is not None else volume_diagonal_mm(truth.shape,
+                                                                             spacing_mm)
+  else:
+    distance = hd95(truth, prediction, spacing_mm)
+  return VolumeScores(
+      dice=_ratio(2 * tp, gt + pred, both_empty), iou=_ratio(tp, tp + fp + fn, both_empty),
+      hd95_mm=distance, sensitivity=_ratio(tp, gt, both_empty),
+      specificity=_ratio(tn, tn + fp, both_empty), precision=_ratio(tp, pred, both_empty),
+      gt_voxels=gt, pred_voxels=pred)
+
+
+def summarize(values):
+  """Mean, median and standard deviation of a list of per-patient values."""
+  array = np.asarray(values, dtype=np.float64)
+  return {"mean": float(array.mean()), "median": float(np.median(array)),
+          "std": float(array.std())}

@@ -46,7 +46,7 @@ def kaggle_patient_id(volume_number):
 
 
 def _walk_files(root):
-  for directory, subdirs, names in os.walk(root):
+  for directory, subdirs, names in os.walk(root, followlinks=True):  # symlinked cases count
     subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
     for name in sorted(names):
       if not name.startswith("."):

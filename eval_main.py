@@ -25,10 +25,12 @@ _OVERLAYS = flags.DEFINE_bool("overlays", True, "Overlay PNGs of the worst, medi
                               "patients.")
 _GIF = flags.DEFINE_enum("gif", "selected", ["selected", "all", "none"], "GIFs through the volume "
                          "of the worst, median and best patients, of every patient, or none.")
+_GIF_SCALE = flags.DEFINE_integer("gif_scale", 2, "GIF frames are the slice size times this.")
 _SAVE_PREDICTIONS = flags.DEFINE_bool("save_predictions", False, "Also write "
                                       "predictions/<patient_id>.npz.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Slices per prediction batch.")
 
+flags.register_validator("gif_scale", lambda n: 1 <= n <= 8, "--gif_scale must lie in 1..8")
 flags.register_validator("fold", lambda n: n >= -1, "--fold must be -1 or a fold number")
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("data_dir", lambda p: "://" in p or os.path.isdir(p),
@@ -51,7 +53,8 @@ def main(argv):
     metrics = evaluate.evaluate(
         model, _DATA_DIR.value, folds=None if _FOLD.value < 0 else [_FOLD.value],
         drops=_DROPS.value, output_dir=output_dir, overlays=_OVERLAYS.value, gif=_GIF.value,
-        save_predictions=_SAVE_PREDICTIONS.value, batch_size=_BATCH_SIZE.value)
+        save_predictions=_SAVE_PREDICTIONS.value, batch_size=_BATCH_SIZE.value,
+        gif_scale=_GIF_SCALE.value)
   except evaluate.EvaluationError as error:
     sys.exit(f"error: {error}")
   print(evaluate.summary_text(metrics))

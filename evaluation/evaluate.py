@@ -118,7 +118,7 @@ def _save_npz(path, **arrays):
 
 
 def evaluate(model, data_dir, *, folds=None, drops=None, output_dir, overlays=True,
-             gif="selected", save_predictions=False, batch_size=64, progress=True):
+             gif="selected", save_predictions=False, batch_size=64, progress=True, gif_scale=2):
   """Scores every patient of `folds`; writes metrics.json, per_patient.csv and pictures.
 
   Returns:
@@ -164,7 +164,7 @@ def evaluate(model, data_dir, *, folds=None, drops=None, output_dir, overlays=Tr
       raise EvaluationError(f"{data_dir}: no slices in folds {folds}")
     metrics = _metrics(task, rows, regions, num_slices)
     _write_outputs(output_dir, rows, metrics)
-    _draw(output_dir, scratch, rows, regions[0], overlays, gif)
+    _draw(output_dir, scratch, rows, regions[0], overlays, gif, gif_scale)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   return metrics
@@ -203,7 +203,7 @@ def ranked_patients(rows, region):
   return {"worst": ids[0], "median": ids[len(ids) // 2], "best": ids[-1]}
 
 
-def _draw(output_dir, scratch, rows, region, overlays, gif):
+def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
   chosen = ranked_patients(rows, region)
   gif_patients = (sorted({r["patient_id"] for r in rows}) if gif == "all" else
                   list(dict.fromkeys(chosen.values())) if gif == "selected" else [])
@@ -223,7 +223,8 @@ def _draw(output_dir, scratch, rows, region, overlays, gif):
     for patient_id in gif_patients:
       with np.load(os.path.join(scratch, f"{patient_id}.npz")) as data:
         pictures.volume_gif(os.path.join(output_dir, "gifs", f"{patient_id}.gif"),
-                            data["image"].astype(np.float32), data["truth"], data["prediction"])
+                            data["image"].astype(np.float32), data["truth"], data["prediction"],
+                            scale=gif_scale)
 
 
 def _png(rgb):

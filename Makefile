@@ -12,12 +12,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The tests also cover the Apache Beam runner, an optional extra for users.
+$(VENV)/.installed-beam: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,beam]'
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-beam
 	$(PY) -m pytest -q tests
 
 clean-demo:

@@ -82,7 +82,7 @@ def _results(sources, options, workers):
 
 
 def _manifest(*, drop, input_path, input_format, label_scheme, options, patients, shards,
-              report, workers, shard_bytes):
+              report, workers, shard_bytes, runner="local"):
   normalization = options.normalization_for(input_format)
   return {
       "schema_version": SCHEMA_VERSION,
@@ -108,14 +108,20 @@ def _manifest(*, drop, input_path, input_format, label_scheme, options, patients
       "counts": {"patients": report.patients, "slices": report.slices,
                  "tumor_slices": report.tumor_slices, "skipped": len(report.skipped),
                  "skipped_patients": report.skipped, "bad_inputs": len(report.bad)},
-      "converter": {"workers": workers, "seconds": round(time.time() - report.started, 3)},
+      "converter": {"runner": runner, "workers": workers,
+                    "seconds": round(time.time() - report.started, 3)},
   }
 
 
 def convert(input_path, output_dir, *, options=patient_conversion.ConversionOptions(),
             drop=None, input_format="auto", workers=1, num_overlays=0, strict=False,
-            overwrite=False, shard_bytes=DEFAULT_SHARD_BYTES, progress=True):
+            overwrite=False, shard_bytes=DEFAULT_SHARD_BYTES, progress=True, runner="local",
+            beam_options=None):
   """Converts every new patient under `input_path` into a new drop under `output_dir`.
+
+  `runner` is "local" (a process pool of `workers`) or "beam" (Apache Beam, with
+  `beam_options` such as ["--runner=DirectRunner", "--direct_num_workers=2"]); both run
+  `patient_conversion.convert_patient` and write the same shards, manifest and errors.
 
   Returns:
     A `ConversionReport`. Bad inputs are listed in it (and in the drop's errors.json).
@@ -146,25 +152,20 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
   staging_name = _free_drop_name(output_dir, drop, replacing=overwrite)
   try:
     with drops.StagingFolder(output_dir, staging_name) as staging:
-      writer = _shard_writer(staging.path, shard_bytes)
-      patients, overlay_candidates = {}, []
-      results = _results(found, options, workers)
-      for result in tqdm.tqdm(_closing(results), total=len(found), unit="patient",
-                              disable=not progress, desc="converting", file=sys.stderr):
-        for error in result.bad_files:
+      if runner == "beam":
+        from data_prep import beam_runner  # the local runner never imports Apache Beam
+        patients, shards, bad = beam_runner.convert_with_beam(
+            found, options, staging.path, shard_bytes, beam_options or [])
+        for error in bad:
           _record_bad(report, error, strict)
-        if result.error is not None:
-          _record_bad(report, result.error, strict)
-          continue
-        for record in result.examples:
-          writer.write(result.fold, result.patient_id, record)
-        patients[result.patient_id] = result.manifest_entry()
-        report.patients += 1
-        report.slices += len(result.examples)
-        report.tumor_slices += result.tumor_slices
-        if len(overlay_candidates) < num_overlays:
-          overlay_candidates.append((result.patient_id, result.overlays))
-      shards = writer.close()
+        overlay_candidates = []
+        report.patients = len(patients)
+        report.slices = sum(entry["slices"] for entry in patients.values())
+        report.tumor_slices = sum(entry["tumor_slices"] for entry in patients.values())
+      else:
+        patients, shards, overlay_candidates = _convert_locally(
+            found, options, workers, staging.path, shard_bytes, report, strict, progress,
+            num_overlays)
       if not patients:
         raise _NothingConverted()
 
@@ -177,7 +178,8 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
       final_name = _free_drop_name(output_dir, drop, replacing=False)
       manifest = _manifest(drop=final_name, input_path=input_path, input_format=input_format,
                            label_scheme=label_scheme, options=options, patients=patients,
-                           shards=shards, report=report, workers=workers, shard_bytes=shard_bytes)
+                           shards=shards, report=report, workers=workers, shard_bytes=shard_bytes,
+                           runner=runner)
       atomic.write_json(os.path.join(staging.path, drops.MANIFEST), manifest)
       report.drop = final_name
       report.drop_path = os.path.join(output_dir, final_name)
@@ -186,6 +188,30 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
     pass
   report.seconds = time.time() - report.started
   return report
+
+
+def _convert_locally(found, options, workers, staging_path, shard_bytes, report, strict, progress,
+                     num_overlays):
+  """The process-pool runner: patients in source order, shards written as results arrive."""
+  writer = _shard_writer(staging_path, shard_bytes)
+  patients, overlay_candidates = {}, []
+  results = _results(found, options, workers)
+  for result in tqdm.tqdm(_closing(results), total=len(found), unit="patient",
+                          disable=not progress, desc="converting", file=sys.stderr):
+    for error in result.bad_files:
+      _record_bad(report, error, strict)
+    if result.error is not None:
+      _record_bad(report, result.error, strict)
+      continue
+    for record in result.examples:
+      writer.write(result.fold, result.patient_id, record)
+    patients[result.patient_id] = result.manifest_entry()
+    report.patients += 1
+    report.slices += len(result.examples)
+    report.tumor_slices += result.tumor_slices
+    if len(overlay_candidates) < num_overlays:
+      overlay_candidates.append((result.patient_id, result.overlays))
+  return patients, writer.close(), overlay_candidates
 
 
 class _NothingConverted(Exception):

@@ -45,6 +45,11 @@ _STRICT = flags.DEFINE_bool("strict", False, "Stop with exit status 1 at the fir
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Re-convert patients already in a drop "
                                "(and take them out of the older drop).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+_RUNNER = flags.DEFINE_enum("runner", "local", ["local", "beam"], "local: a process pool of "
+                            "--workers; beam: Apache Beam (pip install '.[beam]').")
+_BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", "", "Comma-separated Beam options, e.g. "
+    "'--runner=DirectRunner,--direct_num_workers=2,--direct_running_mode=multi_processing'.")
 
 flags.mark_flags_as_required(["input"])
 flags.register_validator("input", lambda p: p is None or os.path.isdir(p),
@@ -73,11 +78,15 @@ def main(argv):
         _INPUT.value, _OUTPUT_DIR.value, options=options, drop=_DROP.value,
         input_format=_INPUT_FORMAT.value, workers=_WORKERS.value, num_overlays=_OVERLAYS.value,
         strict=_STRICT.value, overwrite=_OVERWRITE.value,
-        shard_bytes=int(_SHARD_MB.value * (1 << 20)), progress=_PROGRESS.value)
+        shard_bytes=int(_SHARD_MB.value * (1 << 20)), progress=_PROGRESS.value,
+        runner=_RUNNER.value,
+        beam_options=[o for o in _BEAM_PIPELINE_OPTIONS.value.split(",") if o])
   except convert.StrictModeError as error:
     sys.exit(f"stopped (--strict) at bad input: {error}")
   except (BadInputError, drops.DropError) as error:
     sys.exit(f"error: {error}")
+  except ImportError as error:
+    sys.exit(f"error: --runner=beam needs Apache Beam: pip install '.[beam]' ({error})")
 
   if report.skipped:
     logging.info("skipped %d patients already converted: %s", len(report.skipped),

@@ -10,8 +10,7 @@ import os
 
 import tensorflow as tf
 
-# A TFRecord adds a length (8 bytes) and two CRCs (4 bytes each) around every record.
-RECORD_OVERHEAD_BYTES = 16
+from data_prep.shard_plan import RECORD_OVERHEAD_BYTES
 
 
 def shard_name(fold, index, count):

@@ -3,13 +3,15 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
+from conftest import REPO_ROOT, run_module
 from data_prep import convert
 from data_prep import drops
 from data_prep import folds
@@ -225,3 +227,13 @@ def test_cli_prints_a_summary_and_writes_overlays(synthetic_sources, tmp_path):
   with open(tmp_path / "nifti" / "errors.json") as f:
     assert json.load(f) == []
   assert "Traceback" not in result.stderr
+
+
+def test_the_local_runner_never_imports_beam(synthetic_sources, tmp_path):
+  code = ("import sys; from data_prep import convert, patient_conversion; "
+          f"convert.convert({str(synthetic_sources / 'nifti')!r}, {str(tmp_path)!r}, workers=2, "
+          "options=patient_conversion.ConversionOptions(image_size=32), progress=False); "
+          "assert 'apache_beam' not in sys.modules, 'beam imported'; print('ok')")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300)
+  assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -17,16 +17,23 @@ def num_targets(task):
   return len(REGION_NAMES[task])
 
 
-def decode_batch(serialized, *, image_size, channels, image_dtype):
-  """A batch of serialized examples -> dict with image float32 [B,H,W,C], label uint8 [B,H,W],
-  patient_id, slice_index."""
-  features = tfrecord_schema.parse_batch(serialized)
+_PIXELS_ONLY = {name: tfrecord_schema.FEATURES[name] for name in ("image", "label")}
+
+
+def decode_batch(serialized, *, image_size, channels, image_dtype, with_metadata=True):
+  """A batch of serialized examples -> dict with image float32 [B,H,W,C], label uint8 [B,H,W]
+  and, with metadata, patient_id, slice_index and has_tumor (training skips parsing them)."""
+  spec = tfrecord_schema.FEATURES if with_metadata else _PIXELS_ONLY
+  features = tf.io.parse_example(serialized, spec)
   image = tf.io.decode_raw(features["image"], tf.as_dtype(image_dtype), little_endian=True)
   image = tf.cast(tf.reshape(image, [-1, image_size, image_size, channels]), tf.float32)
   label = tf.io.decode_raw(features["label"], tf.uint8)
   label = tf.reshape(label, [-1, image_size, image_size])
-  return {"image": image, "label": label, "patient_id": features["patient_id"],
-          "slice_index": features["slice_index"], "has_tumor": features["has_tumor"]}
+  decoded = {"image": image, "label": label}
+  if with_metadata:
+    decoded.update(patient_id=features["patient_id"], slice_index=features["slice_index"],
+                   has_tumor=features["has_tumor"])
+  return decoded
 
 
 def targets_from_labels(label, task):

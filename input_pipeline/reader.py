@@ -105,7 +105,8 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
 
   def to_outputs(serialized, batch_seed=None):
     example = decode.decode_batch(serialized, image_size=layout.image_size,
-                                  channels=layout.channels, image_dtype=layout.image_dtype)
+                                  channels=layout.channels, image_dtype=layout.image_dtype,
+                                  with_metadata=with_metadata)
     image, label = example["image"], example["label"]
     if batch_seed is not None:
       image, label = augment_lib.augment_batch(image, label, batch_seed, augment_config)

@@ -23,6 +23,6 @@ for patient in manifests.load_layout(data_dir, [fold]).patients:
   os.symlink(os.path.abspath(os.path.join(source, patient)), os.path.join(cases, patient))
 PY
   $PYTHON predict_main.py --model_dir="$run" --input="$cases" --output_dir="$run/predictions" \
-    --nogif 2>&1 | quiet | grep -v "predicting:" | tee "$run/full_resolution_dice.txt"
+    --nogif 2>>"$run/predict.log" | tee "$run/full_resolution_dice.txt"
   echo "fold $fold: $(( $(date +%s) - start )) s"
 done

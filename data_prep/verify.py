@@ -129,6 +129,7 @@ def _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient):
   dtype = np.dtype(manifest["image_dtype"]).newbyteorder("<")
   image_bytes = size * size * channels * dtype.itemsize
   patients = manifest["patients"]
+  known_slices = {pid: set(entry.get("slice_indices", [])) for pid, entry in patients.items()}
   counts = collections.Counter()
   dataset = tf.data.TFRecordDataset(path).batch(_BATCH).map(tfrecord_schema.parse_batch)
   record = 0
@@ -137,8 +138,8 @@ def _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient):
       batch = {key: value.numpy() for key, value in batch.items()}
       for i in range(len(batch["patient_id"])):
         fault = _check_example({key: value[i] for key, value in batch.items()}, shard, patients,
-                               size, channels, dtype, image_bytes, manifest["num_folds"],
-                               seen_keys, counts, tumor_per_patient)
+                               known_slices, size, channels, dtype, image_bytes,
+                               manifest["num_folds"], seen_keys, counts, tumor_per_patient)
         if fault:
           report.faults.append(f"{path}: record {record}: {fault}")
           return None
@@ -151,8 +152,8 @@ def _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient):
   return counts
 
 
-def _check_example(example, shard, patients, size, channels, dtype, image_bytes, num_folds,
-                   seen_keys, counts, tumor_per_patient):
+def _check_example(example, shard, patients, known_slices, size, channels, dtype, image_bytes,
+                   num_folds, seen_keys, counts, tumor_per_patient):
   """Returns a fault description for one parsed example, or None."""
   patient_id = example["patient_id"].decode("utf-8")
   slice_index = int(example["slice_index"])
@@ -183,7 +184,7 @@ def _check_example(example, shard, patients, size, channels, dtype, image_bytes,
   if not fold == shard["fold"] == patients[patient_id]["fold"] == expected_fold:
     return (f"fold {fold}, shard fold {shard['fold']}, manifest fold "
             f"{patients[patient_id]['fold']}, hash fold {expected_fold} disagree")
-  if slice_index not in set(patients[patient_id].get("slice_indices", [slice_index])):
+  if known_slices[patient_id] and slice_index not in known_slices[patient_id]:
     return f"slice {slice_index} of {patient_id} is not in the manifest"
   counts[patient_id] += 1
   tumor_per_patient[patient_id] += has_tumor

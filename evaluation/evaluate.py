@@ -17,6 +17,7 @@ import numpy as np
 import tqdm
 
 from data_prep import atomic
+from data_prep import overlays as overlays_lib
 from evaluation import pictures
 from evaluation import volume_metrics
 from input_pipeline import decode
@@ -216,8 +217,7 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
         picture = pictures.overlay_rgb(data["image"][i].astype(np.float32), data["truth"][i],
                                        data["prediction"][i], scale=2)
         name = f"{rank}_{patient_id}_slice{int(data['slice_index'][i]):03d}.png"
-      overlays_path = os.path.join(output_dir, "overlays", name)
-      atomic.write_bytes(overlays_path, _png(picture))
+      overlays_lib.save_png(os.path.join(output_dir, "overlays", name), picture)
   if gif_patients:
     os.makedirs(os.path.join(output_dir, "gifs"), exist_ok=True)
     for patient_id in gif_patients:
@@ -225,11 +225,6 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
         pictures.volume_gif(os.path.join(output_dir, "gifs", f"{patient_id}.gif"),
                             data["image"].astype(np.float32), data["truth"], data["prediction"],
                             scale=gif_scale)
-
-
-def _png(rgb):
-  from data_prep import overlays as overlays_lib
-  return overlays_lib.encode_png(rgb)
 
 
 def summary_text(metrics):

@@ -23,10 +23,10 @@ from data_prep import sources as sources_lib
 from data_prep.errors import BadInputError
 from evaluation import pictures
 from evaluation.evaluate import THRESHOLD, task_of
+from training.trainer import DATASET_INFO
 
 # Kaggle h5 slices carry no affine; predictions get the one of the official 1 mm volumes.
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
-DATASET_INFO = "dataset.json"
 
 
 @dataclasses.dataclass

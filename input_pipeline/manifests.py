@@ -10,8 +10,9 @@ import os
 
 import tensorflow as tf
 
-_MANIFEST = "manifest.json"
-_STAGING_SUFFIXES = (".incomplete", ".retired")
+from data_prep import drops as drops_lib
+
+_MANIFEST = drops_lib.MANIFEST
 
 
 class DataError(ValueError):
@@ -57,7 +58,7 @@ def complete_drops(data_dir):
   found = []
   for entry in sorted(tf.io.gfile.listdir(data_dir)):
     name = entry.rstrip("/")
-    if name.startswith(".") or name.endswith(_STAGING_SUFFIXES):
+    if name.startswith(".") or drops_lib.is_staging_name(name):
       continue
     path = _join(data_dir, name)
     if tf.io.gfile.exists(_join(path, _MANIFEST)):

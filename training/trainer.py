@@ -121,7 +121,6 @@ class Run:
       tf.config.experimental.enable_op_determinism()
     self.layout = manifests.load_layout(config.data_dir, drops=config.drops)
     self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout)
-    train_layout = manifests.load_layout(config.data_dir, self.train_folds, config.drops)
     if self.val_dir:
       self.val_layout = manifests.load_layout(self.val_dir, self.val_folds,
                                               None if config.val_data_dir else config.drops)
@@ -135,7 +134,9 @@ class Run:
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
       raise ConfigError(f"--batch_size={config.batch_size} must divide by the {replicas} replicas")
-    self.train_examples = train_layout.num_examples
+    self.train_examples = sum(
+        patient["slices"] for patient in self.layout.patients.values()
+        if self.train_folds is None or patient["fold"] in self.train_folds)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.train_examples // config.batch_size)
     with strategy.scope():
       self.model = build_model(config, self.layout)

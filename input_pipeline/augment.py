@@ -4,10 +4,10 @@ Geometry is applied to the image and the label map together, before targets are
 derived, so they cannot drift apart:
 - flips and 90-degree rotations: one of the 8 symmetries of the square per batch, drawn
   from transpose and row reversal (the cheap ops here: a per-example choice, or a reversal
-  along the width axis, cost 3-5x more on CPU);
+  along the width axis, cost several times more on CPU);
 - small rotation and scaling: per-example angle and scale, applied to a batch with
   `rotate_scale_probability`, by one `ImageProjectiveTransformV3` call (bilinear for
-  images, nearest for label maps); at about 130 us per slice it is the costliest step.
+  images, nearest for label maps); it is the costliest step.
 Intensity scale and shift are per example and touch brain pixels only (background
 stays 0). Randomness is stateless, drawn from a per-batch seed, so a seeded pipeline
 is reproducible.

@@ -3,16 +3,22 @@ r"""Measures the reader against the raw read ceiling and an h5py baseline, in on
   python -m input_pipeline.benchmark_main --data_dir=tfrecords [--h5_dir=D] [--batch_size=64]
       [--steps=200]
 
-Prints one JSON object per line; the last is the summary with the ratios. Warm-up
-batches are excluded. Peak resident memory is measured per stage (the kernel's
-high-water mark is reset between stages), and the reader runs a second time over ten
-times more batches to show that memory does not grow with the amount read.
+Prints one JSON object per line; the last is the summary with the ratios. The machines
+this runs on are shared and noisy, so the stages take turns for --rounds rounds (each a
+fresh iterator with its own warm-up, the others stopped) and each stage reports its
+median; the ratios are ratios of medians from the same run. Each line also gives CPU
+time per example, which other tenants disturb less than wall time. Peak resident memory
+is measured per stage (the kernel's high-water mark is reset between stages), and one
+reader runs on over ten times more batches to show that memory does not grow with the
+amount read.
 """
 
+import gc
 import json
 import os
 import random
 import resource
+import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,12 +32,14 @@ _H5_DIR = flags.DEFINE_string("h5_dir", None, "Kaggle h5 slices for the h5py bas
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Timed batches per stage.")
 _WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 100, "Untimed batches before timing.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds per stage (stages take turns).")
 _MEMORY_FACTOR = flags.DEFINE_integer("memory_factor", 10, "The memory check reads this many "
                                       "times more batches than --steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("steps", lambda n: n >= 1, "--steps must be at least 1")
+flags.register_validator("rounds", lambda n: n >= 1, "--rounds must be at least 1")
 
 
 def _rss_mb(field):
@@ -51,21 +59,42 @@ def _reset_peak_memory():
     pass
 
 
-def measure(name, dataset, steps, warmup_steps, **extra):
-  """Iterates `dataset`, times `steps` batches after warm-up; returns a JSON-able dict."""
-  _reset_peak_memory()
-  iterator = iter(dataset)
-  for _ in range(warmup_steps):
-    next(iterator)
-  examples, start = 0, time.perf_counter()
+def _cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def time_batches(iterator, steps):
+  """(examples, wall seconds, CPU seconds of the whole process) for `steps` batches."""
+  examples, start, cpu_start = 0, time.perf_counter(), _cpu_seconds()
   for _ in range(steps):
     batch = next(iterator)
     first = batch[0] if isinstance(batch, tuple) else batch
     examples += int(first.shape[0])
-  seconds = time.perf_counter() - start
-  return {"benchmark": name, "examples_per_sec": round(examples / seconds, 1),
-          "steps": steps, "examples": examples, "seconds": round(seconds, 3),
-          "peak_rss_mb": round(_rss_mb("VmHWM"), 1), "rss_mb": round(_rss_mb("VmRSS"), 1), **extra}
+  return examples, time.perf_counter() - start, _cpu_seconds() - cpu_start
+
+
+def measure_once(make_dataset, steps, warmup_steps):
+  """One round: a fresh iterator, warm-up, then `steps` timed batches; the iterator is
+  dropped afterwards so its threads do not compete with the next stage."""
+  iterator = iter(make_dataset())
+  for _ in range(warmup_steps):
+    next(iterator)
+  examples, seconds, cpu_seconds = time_batches(iterator, steps)
+  del iterator
+  gc.collect()
+  return {"examples_per_sec": examples / seconds, "cpu_us_per_example": 1e6 * cpu_seconds / examples,
+          "examples": examples, "seconds": seconds}
+
+
+def summarize(name, rounds, **extra):
+  """The stage's JSON line: medians over rounds, and every round's rate."""
+  median = lambda key: round(statistics.median(r[key] for r in rounds), 1)
+  return {"benchmark": name, "examples_per_sec": median("examples_per_sec"),
+          "cpu_us_per_example": median("cpu_us_per_example"),
+          "rounds_examples_per_sec": [round(r["examples_per_sec"], 1) for r in rounds],
+          "examples_per_round": rounds[0]["examples"], "peak_rss_mb": round(_rss_mb("VmHWM"), 1),
+          **extra}
 
 
 def h5py_baseline(h5_dir, batch_size, image_size, seed):
@@ -121,28 +150,57 @@ def main(argv):
 
   files = [shard.path for shard in layout.shards]
   random.Random(_SEED.value).shuffle(files)
-  raw = reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
-                                  cycle_length=min(8, len(files)), deterministic=False)
-  report(measure("ceiling", raw.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
-                 steps, warmup, files=len(files), **common))
 
-  build = lambda **kw: reader.build_dataset(_DATA_DIR.value, drops=_DROPS.value,
-                                            global_batch_size=batch, seed=_SEED.value, **kw)
-  report(measure("reader", build(augment=False), steps, warmup, **common))
-  report(measure("reader_augmented", build(augment=True), steps, warmup, **common,
-                 augment=str(augment.AugmentConfig())))
+  def ceiling():
+    raw = reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
+                                    cycle_length=min(8, len(files)), deterministic=False)
+    return raw.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+  build = lambda **kw: lambda: reader.build_dataset(
+      _DATA_DIR.value, drops=_DROPS.value, global_batch_size=batch, seed=_SEED.value, **kw)
   no_rotation = augment.AugmentConfig(rotate_scale_probability=0.0)
-  report(measure("reader_augmented_without_rotate_scale",
-                 build(augment=True, augment_config=no_rotation), steps, warmup, **common))
-  report(measure("reader_memory_check", build(augment=False), steps * _MEMORY_FACTOR.value, warmup,
-                 **common))
+  stages = {
+      "ceiling": (ceiling, {"files": len(files)}),
+      "reader": (build(augment=False), {}),
+      "reader_augmented": (build(augment=True), {"augment": str(augment.AugmentConfig())}),
+      "reader_augmented_without_rotate_scale": (
+          build(augment=True, augment_config=no_rotation), {}),
+  }
+  rounds = {name: [] for name in stages}
+  peaks = {}
+  for _ in range(_ROUNDS.value):
+    for name, (make_dataset, _) in stages.items():
+      _reset_peak_memory()
+      rounds[name].append(measure_once(make_dataset, steps, warmup))
+      peaks[name] = max(peaks.get(name, 0.0), _rss_mb("VmHWM"))
+  for name, (_, extra) in stages.items():
+    report({**summarize(name, rounds[name], **common, **extra),
+            "peak_rss_mb": round(peaks[name], 1)})
+
+  # Memory: one reader, its peak after --steps batches and after memory_factor times more.
+  _reset_peak_memory()
+  iterator = iter(build(augment=False)())
+  for _ in range(warmup):
+    next(iterator)
+  time_batches(iterator, steps)
+  peak_before = _rss_mb("VmHWM")
+  more_examples, more_seconds, _ = time_batches(iterator, steps * _MEMORY_FACTOR.value)
+  report({"benchmark": "reader_memory_check", "peak_rss_mb_after_steps": round(peak_before, 1),
+          "peak_rss_mb_after_%dx_more" % _MEMORY_FACTOR.value: round(_rss_mb("VmHWM"), 1),
+          "examples_per_sec": round(more_examples / more_seconds, 1), **common})
+  del iterator
+  gc.collect()
+
   if _H5_DIR.value:
     dataset, num_files = h5py_baseline(_H5_DIR.value, batch, layout.image_size, _SEED.value)
-    report(measure("h5py_baseline", dataset, max(steps // 4, 1), min(warmup, 5), files=num_files,
-                   **common))
+    report({**summarize("h5py_baseline", [measure_once(lambda: dataset, max(steps // 4, 1),
+                                                       min(warmup, 5))], **common),
+            "files": num_files})
 
   rate = lambda name: results[name]["examples_per_sec"] if name in results else None
   ratio = lambda a, b: round(rate(a) / rate(b), 3) if rate(a) and rate(b) else None
+  cpu = lambda name: results[name]["cpu_us_per_example"]
+  memory = results["reader_memory_check"]
   print(json.dumps({
       "benchmark": "reader_summary",
       "ceiling_examples_per_sec": rate("ceiling"),
@@ -154,11 +212,13 @@ def main(argv):
       "reader_augmented_without_rotate_scale_vs_ceiling":
           ratio("reader_augmented_without_rotate_scale", "ceiling"),
       "reader_vs_h5py_baseline": ratio("reader", "h5py_baseline"),
-      "peak_rss_mb_reader": results["reader"]["peak_rss_mb"],
-      "peak_rss_mb_reader_x%d" % _MEMORY_FACTOR.value: results["reader_memory_check"]["peak_rss_mb"],
+      "cpu_cost_ceiling_over_reader": round(cpu("ceiling") / cpu("reader"), 3),
+      "cpu_cost_ceiling_over_reader_augmented": round(cpu("ceiling") / cpu("reader_augmented"), 3),
       "memory_ratio_x%d_data" % _MEMORY_FACTOR.value: round(
-          results["reader_memory_check"]["peak_rss_mb"] / results["reader"]["peak_rss_mb"], 3),
-      "examples_in_data": layout.num_examples, "cpus": os.cpu_count(), **common}))
+          memory["peak_rss_mb_after_%dx_more" % _MEMORY_FACTOR.value]
+          / memory["peak_rss_mb_after_steps"], 3),
+      "rounds": _ROUNDS.value, "examples_in_data": layout.num_examples, "cpus": os.cpu_count(),
+      **common}))
 
 
 def run():

@@ -21,12 +21,13 @@ _PIXELS_ONLY = {name: tfrecord_schema.FEATURES[name] for name in ("image", "labe
 
 
 def decode_batch(serialized, *, image_size, channels, image_dtype, with_metadata=True):
-  """A batch of serialized examples -> dict with image float32 [B,H,W,C], label uint8 [B,H,W]
-  and, with metadata, patient_id, slice_index and has_tumor (training skips parsing them)."""
+  """A batch of serialized examples -> dict with image [B,H,W,C] in the stored dtype (the
+  cast to float32 is left to the compiled step that follows), label uint8 [B,H,W] and,
+  with metadata, patient_id, slice_index and has_tumor (training skips parsing them)."""
   spec = tfrecord_schema.FEATURES if with_metadata else _PIXELS_ONLY
   features = tf.io.parse_example(serialized, spec)
   image = tf.io.decode_raw(features["image"], tf.as_dtype(image_dtype), little_endian=True)
-  image = tf.cast(tf.reshape(image, [-1, image_size, image_size, channels]), tf.float32)
+  image = tf.reshape(image, [-1, image_size, image_size, channels])
   label = tf.io.decode_raw(features["label"], tf.uint8)
   label = tf.reshape(label, [-1, image_size, image_size])
   decoded = {"image": image, "label": label}
@@ -43,7 +44,7 @@ def targets_from_labels(label, task):
   """
   label = label[..., None]
   if task == "whole_tumor":
-    return tf.cast(label > 0, tf.float32)  # no stack: one pass over the batch
+    return tf.cast(tf.minimum(label, 1), tf.float32)  # = label > 0 for uint8, one pass fewer
   if task == "regions":
     regions = [label > 0, (label == 1) | (label == 3), label == 3]
     return tf.cast(tf.concat(regions, axis=-1), tf.float32)

@@ -103,14 +103,14 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   dataset = dataset.batch(batch_size, drop_remainder=training)
 
+  to_pair = training_pair_fn(task, augment_config if augment else None)
+
   def to_outputs(serialized, batch_seed=None):
     example = decode.decode_batch(serialized, image_size=layout.image_size,
                                   channels=layout.channels, image_dtype=layout.image_dtype,
                                   with_metadata=with_metadata)
-    image, label = example["image"], example["label"]
-    if batch_seed is not None:
-      image, label = augment_lib.augment_batch(image, label, batch_seed, augment_config)
-    target = decode.targets_from_labels(label, task)
+    pixels = (example["image"], example["label"]) + (() if batch_seed is None else (batch_seed,))
+    image, target = to_pair(*pixels)
     if with_metadata:
       return {"image": image, "target": target, "patient_id": example["patient_id"],
               "slice_index": example["slice_index"]}
@@ -126,6 +126,18 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     dataset = dataset.repeat()
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
   return dataset.with_options(_options(deterministic or not training, input_context))
+
+
+def training_pair_fn(task, augment_config=None):
+  """(image in the stored dtype, label uint8[, seed]) -> (image float32, target float32)."""
+  if augment_config is None:
+    def pair(image, label):
+      return tf.cast(image, tf.float32), decode.targets_from_labels(label, task)
+  else:
+    def pair(image, label, seed):
+      image, label = augment_lib.augment_batch(image, label, seed, augment_config)
+      return image, decode.targets_from_labels(label, task)
+  return pair
 
 
 def interleave_records(files, cycle_length, deterministic):

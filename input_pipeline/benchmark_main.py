@@ -1,7 +1,7 @@
 r"""Measures the reader against the raw read ceiling and an h5py baseline, in one run.
 
   python -m input_pipeline.benchmark_main --data_dir=tfrecords [--h5_dir=D] [--batch_size=64]
-      [--steps=200]
+      [--steps=1000] [--rounds=3] [--breakdown]
 
 Prints one JSON object per line; the last is the summary with the ratios. The machines
 this runs on are shared and noisy, so the stages take turns for --rounds rounds (each a
@@ -36,6 +36,9 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds per stage (stages take
 _MEMORY_FACTOR = flags.DEFINE_integer("memory_factor", 10, "The memory check reads this many "
                                       "times more batches than --steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the reader's steps one at a "
+                               "time (ceiling + shuffle, + parse_example, + decode_raw), to "
+                               "show where its time goes on this machine.")
 
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("steps", lambda n: n >= 1, "--steps must be at least 1")
@@ -127,6 +130,33 @@ def h5py_baseline(h5_dir, batch_size, image_size, seed):
   return dataset.prefetch(tf.data.AUTOTUNE), len(paths)
 
 
+def breakdown_stages(ceiling_records, batch_size, seed):
+  """The reader's steps added one at a time to the ceiling (the reader's own defaults)."""
+  import inspect
+  import tensorflow as tf
+  from input_pipeline import decode
+  from input_pipeline import reader
+
+  buffer = inspect.signature(reader.build_dataset).parameters["shuffle_buffer"].default
+
+  def shuffled():
+    return ceiling_records().shuffle(buffer, seed=seed).batch(batch_size, drop_remainder=True)
+
+  def parse(serialized):
+    features = tf.io.parse_example(serialized, decode.PIXEL_FEATURES)
+    return features["image"], features["label"]
+
+  def decode_raw(serialized):
+    image, label = parse(serialized)
+    return tf.io.decode_raw(image, tf.uint8), tf.io.decode_raw(label, tf.uint8)
+
+  then = lambda fn: lambda: shuffled().map(fn, num_parallel_calls=tf.data.AUTOTUNE,
+                                           deterministic=False).prefetch(tf.data.AUTOTUNE)
+  return {"ceiling_then_shuffle": (lambda: shuffled().prefetch(tf.data.AUTOTUNE), {}),
+          "then_parse_example": (then(parse), {}),
+          "then_decode_raw": (then(decode_raw), {})}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -151,21 +181,25 @@ def main(argv):
   files = [shard.path for shard in layout.shards]
   random.Random(_SEED.value).shuffle(files)
 
+  def records():
+    return reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
+                                     cycle_length=min(8, len(files)), deterministic=False)
+
   def ceiling():
-    raw = reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
-                                    cycle_length=min(8, len(files)), deterministic=False)
-    return raw.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return records().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
   build = lambda **kw: lambda: reader.build_dataset(
       _DATA_DIR.value, drops=_DROPS.value, global_batch_size=batch, seed=_SEED.value, **kw)
   no_rotation = augment.AugmentConfig(rotate_scale_probability=0.0)
-  stages = {
-      "ceiling": (ceiling, {"files": len(files)}),
+  stages = {"ceiling": (ceiling, {"files": len(files)})}
+  if _BREAKDOWN.value:
+    stages.update(breakdown_stages(records, batch_size=batch, seed=_SEED.value))
+  stages.update({
       "reader": (build(augment=False), {}),
       "reader_augmented": (build(augment=True), {"augment": str(augment.AugmentConfig())}),
       "reader_augmented_without_rotate_scale": (
           build(augment=True, augment_config=no_rotation), {}),
-  }
+  })
   rounds = {name: [] for name in stages}
   peaks = {}
   for _ in range(_ROUNDS.value):

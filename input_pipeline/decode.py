@@ -17,14 +17,14 @@ def num_targets(task):
   return len(REGION_NAMES[task])
 
 
-_PIXELS_ONLY = {name: tfrecord_schema.FEATURES[name] for name in ("image", "label")}
+PIXEL_FEATURES = {name: tfrecord_schema.FEATURES[name] for name in ("image", "label")}
 
 
 def decode_batch(serialized, *, image_size, channels, image_dtype, with_metadata=True):
   """A batch of serialized examples -> dict with image [B,H,W,C] in the stored dtype (the
   cast to float32 is left to the compiled step that follows), label uint8 [B,H,W] and,
   with metadata, patient_id, slice_index and has_tumor (training skips parsing them)."""
-  spec = tfrecord_schema.FEATURES if with_metadata else _PIXELS_ONLY
+  spec = tfrecord_schema.FEATURES if with_metadata else PIXEL_FEATURES
   features = tf.io.parse_example(serialized, spec)
   image = tf.io.decode_raw(features["image"], tf.as_dtype(image_dtype), little_endian=True)
   image = tf.reshape(image, [-1, image_size, image_size, channels])

@@ -1,5 +1,6 @@
 """The tf.data reader: round trip, targets, augmentation alignment, sharding, determinism, errors."""
 
+import json
 import os
 
 import numpy as np
@@ -14,6 +15,7 @@ from input_pipeline import augment
 from input_pipeline import decode
 from input_pipeline import manifests
 from input_pipeline import reader
+from conftest import run_module
 
 NUM_SLICES = 24
 SIZE = 64
@@ -271,3 +273,22 @@ def test_drops_that_disagree_on_image_size_are_refused(tmp_path):
   os.rename(tmp_path / "other" / "small", tmp_path / "tfrecords" / "small")
   with pytest.raises(manifests.DataError, match="differs from drop"):
     reader.build_dataset(str(tmp_path / "tfrecords"))
+
+
+def test_benchmark_prints_every_stage_and_a_summary(data_dir):
+  result = run_module("input_pipeline.benchmark_main", f"--data_dir={data_dir}", "--batch_size=8",
+                      "--steps=3", "--warmup_steps=1", "--rounds=2", "--breakdown",
+                      "--memory_factor=2", check=True)
+  lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  names = [line["benchmark"] for line in lines]
+  assert names == ["ceiling", "ceiling_then_shuffle", "then_parse_example", "then_decode_raw",
+                   "reader", "reader_augmented", "reader_augmented_without_rotate_scale",
+                   "reader_memory_check", "reader_summary"]
+  for line in lines[:7]:
+    assert len(line["rounds_examples_per_sec"]) == 2 and line["examples_per_round"] == 24
+    rounds = line["rounds_examples_per_sec"]
+    assert line["examples_per_sec"] == pytest.approx(sum(rounds) / 2, abs=0.1)  # median of 2
+  summary = lines[-1]
+  assert summary["reader_vs_ceiling"] == round(
+      lines[4]["examples_per_sec"] / lines[0]["examples_per_sec"], 3)
+  assert summary["memory_ratio_x2_data"] > 0 and summary["h5py_baseline_examples_per_sec"] is None

@@ -44,7 +44,9 @@ def targets_from_labels(label, task):
   """
   label = label[..., None]
   if task == "whole_tumor":
-    return tf.cast(tf.minimum(label, 1), tf.float32)  # = label > 0 for uint8, one pass fewer
+    # = label > 0. On float32, not uint8: Eigen vectorizes the float minimum but runs the
+    # uint8 one (and comparisons, whose bool output has no vector type) element by element.
+    return tf.minimum(tf.cast(label, tf.float32), 1.0)
   if task == "regions":
     regions = [label > 0, (label == 1) | (label == 3), label == 3]
     return tf.cast(tf.concat(regions, axis=-1), tf.float32)

@@ -177,6 +177,10 @@ def _options(deterministic, input_context):
   options.autotune.enabled = True
   options.experimental_optimization.map_parallelization = True
   options.experimental_optimization.parallel_batch = True
+  # Parallelism comes from the parallel map and interleave; ops inside them run on their
+  # own thread, which saves the thread-pool hand-offs and wake-ups that otherwise cost a
+  # tenth of the reader's time on 2 cores (perf).
+  options.threading.max_intra_op_parallelism = 1
   if input_context is not None:
     # Files are already sharded per input pipeline above; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -77,12 +77,18 @@ def time_batches(iterator, steps):
   return examples, time.perf_counter() - start, _cpu_seconds() - cpu_start
 
 
+def warmed_up(dataset, warmup_steps):
+  """An iterator over `dataset` that has already produced `warmup_steps` batches."""
+  iterator = iter(dataset)
+  for _ in range(warmup_steps):
+    next(iterator)
+  return iterator
+
+
 def measure_once(make_dataset, steps, warmup_steps):
   """One round: a fresh iterator, warm-up, then `steps` timed batches; the iterator is
   dropped afterwards so its threads do not compete with the next stage."""
-  iterator = iter(make_dataset())
-  for _ in range(warmup_steps):
-    next(iterator)
+  iterator = warmed_up(make_dataset(), warmup_steps)
   examples, seconds, cpu_seconds = time_batches(iterator, steps)
   del iterator
   gc.collect()
@@ -90,13 +96,13 @@ def measure_once(make_dataset, steps, warmup_steps):
           "examples": examples, "seconds": seconds}
 
 
-def summarize(name, rounds, **extra):
-  """The stage's JSON line: medians over rounds, and every round's rate."""
+def summarize(name, rounds, peak_rss_mb, **extra):
+  """The stage's JSON line: medians over rounds, every round's rate, and its peak memory."""
   median = lambda key: round(statistics.median(r[key] for r in rounds), 1)
   return {"benchmark": name, "examples_per_sec": median("examples_per_sec"),
           "cpu_us_per_example": median("cpu_us_per_example"),
           "rounds_examples_per_sec": [round(r["examples_per_sec"], 1) for r in rounds],
-          "examples_per_round": rounds[0]["examples"], "peak_rss_mb": round(_rss_mb("VmHWM"), 1),
+          "examples_per_round": rounds[0]["examples"], "peak_rss_mb": round(peak_rss_mb, 1),
           **extra}
 
 
@@ -132,15 +138,13 @@ def h5py_baseline(h5_dir, batch_size, image_size, seed):
 
 def breakdown_stages(ceiling_records, batch_size, seed):
   """The reader's steps added one at a time to the ceiling (the reader's own defaults)."""
-  import inspect
   import tensorflow as tf
   from input_pipeline import decode
   from input_pipeline import reader
 
-  buffer = inspect.signature(reader.build_dataset).parameters["shuffle_buffer"].default
-
   def shuffled():
-    return ceiling_records().shuffle(buffer, seed=seed).batch(batch_size, drop_remainder=True)
+    return ceiling_records().shuffle(reader.SHUFFLE_BUFFER, seed=seed).batch(
+        batch_size, drop_remainder=True)
 
   def parse(serialized):
     features = tf.io.parse_example(serialized, decode.PIXEL_FEATURES)
@@ -181,12 +185,12 @@ def main(argv):
     results[line["benchmark"]] = line
     print(json.dumps(line), flush=True)
 
-  files = [shard.path for shard in layout.shards]
-  random.Random(_SEED.value).shuffle(files)
+  files, _ = reader.shard_files([shard.path for shard in layout.shards], None, _SEED.value)
 
   def records():
     return reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
-                                     cycle_length=min(8, len(files)), deterministic=False)
+                                     cycle_length=min(reader.CYCLE_LENGTH, len(files)),
+                                     deterministic=False)
 
   def ceiling():
     return records().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -211,14 +215,11 @@ def main(argv):
       rounds[name].append(measure_once(make_dataset, steps, warmup))
       peaks[name] = max(peaks.get(name, 0.0), _rss_mb("VmHWM"))
   for name, (_, extra) in stages.items():
-    report({**summarize(name, rounds[name], **common, **extra),
-            "peak_rss_mb": round(peaks[name], 1)})
+    report(summarize(name, rounds[name], peaks[name], **common, **extra))
 
   # Memory: one reader, its peak after --steps batches and after memory_factor times more.
   _reset_peak_memory()
-  iterator = iter(build(augment=False)())
-  for _ in range(warmup):
-    next(iterator)
+  iterator = warmed_up(build(augment=False)(), warmup)
   time_batches(iterator, steps)
   peak_before = _rss_mb("VmHWM")
   more_examples, more_seconds, _ = time_batches(iterator, steps * _MEMORY_FACTOR.value)
@@ -230,9 +231,9 @@ def main(argv):
 
   if _H5_DIR.value:
     dataset, num_files = h5py_baseline(_H5_DIR.value, batch, layout.image_size, _SEED.value)
-    report({**summarize("h5py_baseline", [measure_once(lambda: dataset, max(steps // 4, 1),
-                                                       min(warmup, 5))], **common),
-            "files": num_files})
+    _reset_peak_memory()
+    h5py_round = measure_once(lambda: dataset, max(steps // 4, 1), min(warmup, 5))
+    report(summarize("h5py_baseline", [h5py_round], _rss_mb("VmHWM"), **common, files=num_files))
 
   rate = lambda name: results[name]["examples_per_sec"] if name in results else None
   ratio = lambda a, b: round(rate(a) / rate(b), 3) if rate(a) and rate(b) else None

@@ -17,6 +17,8 @@ from input_pipeline import decode
 from input_pipeline import manifests
 
 _READ_BUFFER_BYTES = 4 << 20
+SHUFFLE_BUFFER = 4096  # examples
+CYCLE_LENGTH = 8  # files read at once in training
 _SELECT_BATCH = 256  # records examined together when rebalancing tumour slices
 _HAS_TUMOR_SPEC = {"has_tumor": tfrecord_schema.FEATURES["has_tumor"]}
 
@@ -56,7 +58,8 @@ def shard_files(files, input_context, seed):
 def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", global_batch_size=64,
                   training=True, input_context=None, augment=None,
                   augment_config=augment_lib.AugmentConfig(), tumor_fraction=None, seed=0,
-                  deterministic=False, shuffle_buffer=4096, cycle_length=8, with_metadata=False,
+                  deterministic=False, shuffle_buffer=SHUFFLE_BUFFER, cycle_length=CYCLE_LENGTH,
+                  with_metadata=False,
                   repeat=None):
   """Builds the training or evaluation dataset.
 
@@ -109,8 +112,7 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     example = decode.decode_batch(serialized, image_size=layout.image_size,
                                   channels=layout.channels, image_dtype=layout.image_dtype,
                                   with_metadata=with_metadata)
-    pixels = (example["image"], example["label"]) + (() if batch_seed is None else (batch_seed,))
-    image, target = to_pair(*pixels)
+    image, target = to_pair(example["image"], example["label"], batch_seed)
     if with_metadata:
       return {"image": image, "target": target, "patient_id": example["patient_id"],
               "slice_index": example["slice_index"]}
@@ -129,14 +131,14 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
 
 
 def training_pair_fn(task, augment_config=None):
-  """(image in the stored dtype, label uint8[, seed]) -> (image float32, target float32)."""
-  if augment_config is None:
-    def pair(image, label):
-      return tf.cast(image, tf.float32), decode.targets_from_labels(label, task)
-  else:
-    def pair(image, label, seed):
+  """(image in the stored dtype, label uint8, seed) -> (image float32, target float32);
+  the seed is used only with `augment_config`."""
+  def pair(image, label, seed=None):
+    if augment_config is None:
+      image = tf.cast(image, tf.float32)
+    else:
       image, label = augment_lib.augment_batch(image, label, seed, augment_config)
-      return image, decode.targets_from_labels(label, task)
+    return image, decode.targets_from_labels(label, task)
   return pair
 
 

@@ -57,7 +57,7 @@ class TrainConfig:
   augment: bool = True
   rotate_scale_probability: float = 0.5
   tumor_fraction: float | None = None
-  shuffle_buffer: int = 4096
+  shuffle_buffer: int = reader.SHUFFLE_BUFFER
   depth: int = 4
   base_filters: int = 32
   dropout: float = 0.1

@@ -1,9 +1,15 @@
 """Per-patient overlap and distance metrics on a whole stack of slices, with an explicit
 empty-mask policy (a missed tumour must never drop out of an average as NaN).
 
+HD95 follows BraTS and MONAI (`compute_hausdorff_distance(percentile=95)`): the larger of the
+two directed 95th percentiles, prediction surface -> truth surface and truth surface ->
+prediction surface, in mm with the voxel spacing. Pooling both directions into one percentile
+would let a large, well-placed surface hide a false-positive blob on the other side.
+
 Policy: when both masks are empty, Dice, IoU, sensitivity and precision are 1 and HD95 is
 0 mm; when exactly one is empty, they are 0 and HD95 is the diagonal of the image volume in
-mm. Any other ratio whose denominator is 0 follows the same rule.
+mm (373.1 mm for 240x240x155 at 1 mm). Any other ratio whose denominator is 0 follows the
+same rule.
 """
 
 import dataclasses
@@ -13,6 +19,9 @@ import numpy as np
 from scipy import ndimage
 
 METRIC_NAMES = ("dice", "iou", "hd95_mm", "sensitivity", "specificity", "precision")
+# Background kept around the masks when cropping for HD95, so the surface test at the box's
+# edge sees the same neighbours as in the whole volume.
+_CROP_MARGIN_VOXELS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +48,40 @@ def _surface(mask):
                                         border_value=0)
 
 
-def hd95(truth, prediction, spacing_mm):
-  """95th percentile of the symmetric surface distances, in mm (both masks non-empty)."""
+def _directed_percentile(from_surface, to_surface, spacing_mm, percentile):
+  """Percentile of the distances from each voxel of one surface to the nearest of the other."""
+  to_nearest = ndimage.distance_transform_edt(~to_surface, sampling=spacing_mm)
+  return float(np.percentile(to_nearest[from_surface], percentile))
+
+
+def _hd95_of(truth, prediction, spacing_mm):
+  """HD95 on the arrays as given, without cropping (the reference the cropped path must match)."""
   truth_surface, pred_surface = _surface(truth), _surface(prediction)
-  to_truth = ndimage.distance_transform_edt(~truth_surface, sampling=spacing_mm)
-  to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing_mm)
-  distances = np.concatenate([to_truth[pred_surface], to_pred[truth_surface]])
-  return float(np.percentile(distances, 95))
+  return max(_directed_percentile(pred_surface, truth_surface, spacing_mm, 95),
+             _directed_percentile(truth_surface, pred_surface, spacing_mm, 95))
+
+
+def _bounding_box(mask, margin):
+  """Slices around the non-zero voxels of `mask`, widened by `margin` and clipped to the volume."""
+  box = []
+  for axis in range(mask.ndim):
+    others = tuple(a for a in range(mask.ndim) if a != axis)
+    occupied = np.flatnonzero(mask.any(axis=others))
+    stop = min(occupied[-1] + 1 + margin, mask.shape[axis])
+    box.append(slice(max(occupied[0] - margin, 0), stop))
+  return tuple(box)
+
+
+def hd95(truth, prediction, spacing_mm):
+  """Larger directed 95th percentile of surface distances in mm (both masks non-empty).
+
+  Both surfaces lie inside the bounding box of the two masks, so each nearest surface voxel
+  does too: distance transforms over that box (with a margin) give the same distances as over
+  the whole volume, at a fraction of the cost.
+  """
+  truth, prediction = np.asarray(truth, bool), np.asarray(prediction, bool)
+  box = _bounding_box(truth | prediction, _CROP_MARGIN_VOXELS)
+  return _hd95_of(truth[box], prediction[box], spacing_mm)
 
 
 def volume_diagonal_mm(shape, spacing_mm):

@@ -90,8 +90,10 @@ def _manifest(*, drop, input_path, input_format, label_scheme, options, patients
       "created_unix": int(time.time()),
       "source": {"path": os.path.abspath(input_path), "format": input_format},
       "image_size": options.image_size,
-      "channels": len(options.modalities),
+      "channels": options.recipe.channels,
       "modalities": list(options.modalities),
+      "context_slices": options.context_slices,
+      "preprocessing": options.recipe.to_json(),
       "image_dtype": options.image_dtype,
       "image_byte_order": "little",
       "label_dtype": "uint8",
@@ -137,7 +139,8 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
   os.makedirs(output_dir, exist_ok=True)
   if input_format == "auto":
     input_format = sources_lib.detect_format(input_path)
-  found, discovery_errors = sources_lib.discover(input_path, input_format)
+  # Absolute paths in the manifest, so evaluation finds the source files from anywhere.
+  found, discovery_errors = sources_lib.discover(os.path.abspath(input_path), input_format)
   for error in discovery_errors:
     _record_bad(report, error, strict)
 

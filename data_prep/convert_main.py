@@ -19,6 +19,7 @@ from absl import logging
 from data_prep import convert
 from data_prep import drops
 from data_prep import patient_conversion
+from data_prep import preprocessing
 from data_prep import sources
 from data_prep.errors import BadInputError
 
@@ -39,6 +40,15 @@ _NORMALIZATION = flags.DEFINE_enum(
     "normalization", "auto", ["auto", "volume", "slice"],
     "z-score scope over brain voxels: auto = per volume for NIfTI, per slice for Kaggle h5 "
     "(its slices were z-scored one by one).")
+_INTENSITY = flags.DEFINE_enum(
+    "intensity_normalization", "zscore_brain", list(preprocessing.NORMALIZATION_METHODS),
+    "zscore_brain: mean and std of brain voxels; robust_brain: median and IQR (not pulled by "
+    "the tumour).")
+_CROP = flags.DEFINE_enum("crop", "brain", list(preprocessing.CROPS),
+                          "brain: a square around the brain of the whole volume is resized to "
+                          "--image_size (more brain per pixel); none: the whole slice.")
+_CONTEXT_SLICES = flags.DEFINE_integer("context_slices", 0, "2.5D: neighbouring slices on each "
+                                       "side stored as extra channels (edge slices repeated).")
 _SHARD_MB = flags.DEFINE_float("shard_mb", 128.0, "Target shard size in MiB.")
 _OVERLAYS = flags.DEFINE_integer("overlays", 0, "Inspection PNGs to save (one tumour slice per patient).")
 _STRICT = flags.DEFINE_bool("strict", False, "Stop with exit status 1 at the first bad input.")
@@ -58,6 +68,8 @@ flags.register_validator("workers", lambda n: n >= 1, "--workers must be at leas
 flags.register_validator("image_size", lambda n: 16 <= n <= 1024 and n % 16 == 0,
                          "--image_size must be a multiple of 16 between 16 and 1024")
 flags.register_validator("num_folds", lambda n: n >= 2, "--num_folds must be at least 2")
+flags.register_validator("context_slices", lambda n: 0 <= n <= 5,
+                         "--context_slices must lie in 0..5")
 flags.register_validator("overlays", lambda n: n >= 0, "--overlays must be >= 0")
 flags.register_validator("shard_mb", lambda n: n > 0, "--shard_mb must be positive")
 flags.register_validator(
@@ -71,7 +83,8 @@ def main(argv):
   options = patient_conversion.ConversionOptions(
       image_size=_IMAGE_SIZE.value, modalities=tuple(_MODALITIES.value),
       image_dtype=_IMAGE_DTYPE.value, num_folds=_NUM_FOLDS.value,
-      normalization_scope=_NORMALIZATION.value)
+      normalization_scope=_NORMALIZATION.value, normalization=_INTENSITY.value,
+      crop=_CROP.value, context_slices=_CONTEXT_SLICES.value)
   try:
     drops.recover(_OUTPUT_DIR.value)
     report = convert.convert(

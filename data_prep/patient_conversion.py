@@ -23,12 +23,19 @@ class ConversionOptions:
   image_dtype: str = "float16"
   num_folds: int = 5
   normalization_scope: str = "auto"  # "auto": per volume for NIfTI, per slice for Kaggle h5
+  normalization: str = "zscore_brain"
+  crop: str = "brain"
+  context_slices: int = 0
+
+  @property
+  def recipe(self):
+    return preprocessing.Recipe(
+        image_size=self.image_size, modalities=self.modalities, normalization=self.normalization,
+        normalization_scope=self.normalization_scope, crop=self.crop,
+        context_slices=self.context_slices)
 
   def normalization_for(self, source_format):
-    scope = self.normalization_scope
-    if scope == "auto":
-      scope = "slice" if source_format == "h5" else "volume"
-    return preprocessing.Normalization(scope=scope)
+    return self.recipe.normalization_for(source_format)
 
 
 @dataclasses.dataclass
@@ -42,6 +49,7 @@ class PatientResult:
   source_files: list = dataclasses.field(default_factory=list)
   source_shape: tuple = ()
   spacing_mm: tuple = ()
+  crop: dict | None = None  # preprocessing.CropBox.to_json()
   bad_files: list = dataclasses.field(default_factory=list)  # BadInputError, slice level
   error: BadInputError | None = None
   overlays: list = dataclasses.field(default_factory=list)  # [(image [H, W], labels, slice_index)]
@@ -54,6 +62,7 @@ class PatientResult:
         "slice_indices": [int(k) for k in self.slice_indices],
         "source_shape": list(self.source_shape),
         "spacing_mm": list(self.spacing_mm),
+        "crop": self.crop,
         "source_files": self.source_files,
     }
 
@@ -69,14 +78,12 @@ def convert_patient(source, options):
     return PatientResult(source.patient_id, fold, bad_files=volume.bad_files,
                          error=BadInputError(volume.source_files[0]["path"], "has no labels"))
 
-  slices = preprocessing.preprocess_volume(
-      volume.image, volume.labels, image_size=options.image_size,
-      normalization=options.normalization_for(source.format))
+  slices = options.recipe.preprocess(volume.image, volume.labels, source.format)
   source_indices = volume.slice_indices[slices.slice_indices]
   result = PatientResult(
       source.patient_id, fold, slice_indices=source_indices.tolist(),
       source_files=volume.source_files, source_shape=volume.source_shape,
-      spacing_mm=volume.spacing_mm, bad_files=volume.bad_files)
+      spacing_mm=volume.spacing_mm, crop=slices.crop.to_json(), bad_files=volume.bad_files)
   if not len(source_indices):
     result.error = BadInputError(volume.source_files[0]["path"], "no slice contains brain")
     return result
@@ -87,11 +94,12 @@ def convert_patient(source, options):
     result.examples.append(example_codec.encode_slice(
         image, label, patient_id=source.patient_id, slice_index=int(slice_index), fold=fold,
         image_dtype=options.image_dtype))
-  result.overlays = _overlay_slices(slices.images, slices.labels, source_indices, tumor_pixels)
+  result.overlays = _overlay_slices(slices.images, slices.labels, source_indices, tumor_pixels,
+                                    len(options.modalities))
   return result
 
 
-def _overlay_slices(images, labels, source_indices, tumor_pixels, count=3):
+def _overlay_slices(images, labels, source_indices, tumor_pixels, num_modalities, count=3):
   """Up to `count` tumour slices for inspection: the largest tumour first, then spread out."""
   tumour = np.flatnonzero(tumor_pixels)
   if not len(tumour):
@@ -99,4 +107,5 @@ def _overlay_slices(images, labels, source_indices, tumor_pixels, count=3):
   largest = int(tumour[np.argmax(tumor_pixels[tumour])])
   spread = tumour[np.linspace(0, len(tumour) - 1, count + 2)[1:-1].round().astype(int)]
   chosen = list(dict.fromkeys([largest, *map(int, spread)]))[:count]
-  return [(images[i, :, :, 0], labels[i], int(source_indices[i])) for i in chosen]
+  centre = images.shape[-1] // 2 // num_modalities * num_modalities  # first channel of slice 0
+  return [(images[i, :, :, centre], labels[i], int(source_indices[i])) for i in chosen]

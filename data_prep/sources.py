@@ -79,16 +79,23 @@ def discover(input_path, input_format="auto"):
   if input_format == "auto":
     input_format = detect_format(input_path)
   if input_format == "h5":
-    return _discover_h5(input_path)
+    return _h5_sources(_walk_files(input_path))
   if input_format == "nifti":
-    return _discover_nifti(input_path)
+    return _nifti_sources(_walk_files(input_path))
   raise ValueError(f"unknown input format {input_format!r}")
 
 
-def _discover_h5(input_path):
+def source_of_files(input_format, paths):
+  """The one patient whose files are `paths` (as a manifest records them), or None when they
+  do not make exactly one patient."""
+  found, errors = (_h5_sources if input_format == "h5" else _nifti_sources)(sorted(paths))
+  return found[0] if len(found) == 1 and not errors else None
+
+
+def _h5_sources(paths):
   slices = collections.defaultdict(dict)
   errors = []
-  for path in _walk_files(input_path):
+  for path in paths:
     if not path.endswith(".h5"):
       continue  # Kaggle ships CSV metadata beside the slices
     match = _H5_NAME.match(os.path.basename(path))
@@ -107,10 +114,10 @@ def _discover_h5(input_path):
   return sources, errors
 
 
-def _discover_nifti(input_path):
+def _nifti_sources(paths):
   cases = collections.defaultdict(dict)  # (directory, case) -> {role: path}
   errors = []
-  for path in _walk_files(input_path):
+  for path in paths:
     if not path.endswith(_NIFTI_EXTENSIONS):
       continue
     match = _NIFTI_NAME.match(os.path.basename(path))

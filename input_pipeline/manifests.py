@@ -11,6 +11,7 @@ import os
 import tensorflow as tf
 
 from data_prep import drops as drops_lib
+from data_prep import preprocessing
 
 _MANIFEST = drops_lib.MANIFEST
 
@@ -37,6 +38,7 @@ class DataLayout:
   shards: tuple  # of Shard
   patients: dict  # patient_id -> {"fold", "slices", "tumor_slices", "drop", ...}
   normalization: dict = dataclasses.field(default_factory=dict)  # drop -> manifest entry
+  preprocessing: dict = dataclasses.field(default_factory=dict)  # the drops' shared Recipe JSON
 
   @property
   def num_examples(self):
@@ -94,14 +96,15 @@ def load_layout(data_dir, folds=None, drops=None):
                       f"(found: {', '.join(name for name, _ in available)})")
     available = [(name, path) for name, path in available if name in drops]
 
-  layout_keys = ("image_size", "channels", "image_dtype", "num_folds", "modalities")
+  layout_keys = ("image_size", "channels", "image_dtype", "num_folds", "modalities",
+                 "preprocessing")
   reference, shards, patients, normalization = None, [], {}, {}
   for name, path in available:
     manifest = _load(path)
     normalization[name] = {"source_format": manifest.get("source", {}).get("format"),
                            **manifest.get("normalization", {})}
-    layout = tuple(tuple(manifest[k]) if isinstance(manifest[k], list) else manifest[k]
-                   for k in layout_keys)
+    manifest["preprocessing"] = _recipe_json(manifest)
+    layout = tuple(_hashable(manifest[k]) for k in layout_keys)
     if reference is None:
       reference = (name, layout)
     elif layout != reference[1]:
@@ -113,7 +116,8 @@ def load_layout(data_dir, folds=None, drops=None):
     for shard in manifest["shards"]:
       if folds is None or shard["fold"] in folds:
         shards.append(Shard(_join(path, shard["file"]), shard["fold"], shard["examples"]))
-  image_size, channels, image_dtype, num_folds, modalities = reference[1]
+  image_size, channels, image_dtype, num_folds, modalities, _ = reference[1]
+  recipe = _recipe_json(_load(dict(available)[reference[0]]))
   for fold in sorted(folds or []):
     if not 0 <= fold < num_folds:
       raise DataError(f"{data_dir}: fold {fold} does not exist (the drops have {num_folds} folds)")
@@ -123,4 +127,18 @@ def load_layout(data_dir, folds=None, drops=None):
   if not shards:
     raise DataError(f"{data_dir}: no shard matches folds {folds}")
   return DataLayout(image_size, channels, image_dtype, num_folds, tuple(modalities),
-                    tuple(sorted(shards, key=lambda s: s.path)), patients, normalization)
+                    tuple(sorted(shards, key=lambda s: s.path)), patients, normalization, recipe)
+
+
+def _recipe_json(manifest):
+  """The drop's preprocessing recipe (drops from before crops and context: the old rule)."""
+  if "preprocessing" in manifest:
+    return preprocessing.Recipe.from_json(manifest["preprocessing"]).to_json()
+  return preprocessing.Recipe(image_size=manifest["image_size"],
+                              modalities=tuple(manifest["modalities"]), crop="none").to_json()
+
+
+def _hashable(value):
+  if isinstance(value, dict):
+    return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+  return tuple(value) if isinstance(value, list) else value

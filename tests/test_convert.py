@@ -43,13 +43,16 @@ def read_drop(drop_path):
   return examples
 
 
-def interior_correlation(stored, source_slice):
-  """Correlation of a stored channel with the resized source slice, inside the brain.
+def interior_correlation(stored, source_slice, box=None):
+  """Correlation of a stored channel with the (cropped and) resized source slice, inside the
+  brain.
 
   Away from the brain's edge (where resizing mixes in background) the stored slice is an
   affine function of the source, since z-scoring is affine; at the edge it is not.
   """
   source = np.asarray(source_slice, np.float32)[None, :, :, None]
+  if box is not None:
+    source = preprocessing.crop_square(source, box)
   size = stored.shape[0]
   resized = preprocessing.resize_images(source, size)[0, :, :, 0]
   inside = preprocessing.resize_images((source > 0).astype(np.float32), size)[0, :, :, 0] > 0.999
@@ -89,9 +92,8 @@ def test_round_trip_matches_preprocessing_of_the_source(synthetic_sources, tmp_p
       mean = flair.mean(axis=(1, 2), keepdims=True)
       std = flair.std(axis=(1, 2), keepdims=True)
       flair = np.where(std > 0, (flair - mean) / np.where(std > 0, std, 1), 0)
-    expected = preprocessing.preprocess_volume(
-        flair, unified, image_size=64,
-        normalization=OPTIONS.normalization_for("h5" if source == "h5" else "nifti"))
+    expected = OPTIONS.recipe.preprocess(flair, unified, "h5" if source == "h5" else "nifti")
+    assert manifest["patients"][patient_id]["crop"] == expected.crop.to_json()
     assert manifest["patients"][patient_id]["slice_indices"] == expected.slice_indices.tolist()
     assert manifest["patients"][patient_id]["fold"] == folds.fold_of(patient_id, 5)
     for image, label, k in zip(expected.images, expected.labels, expected.slice_indices):
@@ -106,7 +108,10 @@ def test_real_cases_keep_labels_and_follow_the_flair(real_cases, tmp_path):
   report = convert.convert(str(real_cases), str(tmp_path), progress=False)
   assert report.patients == 2 and not report.bad
   examples = read_drop(report.drop_path)
+  manifest = drops.load_manifest(report.drop_path)
   for case in ("Brats18_CBICA_AMH_1", "Brats18_CBICA_AQO_1"):
+    box = preprocessing.CropBox.from_json(manifest["patients"][case]["crop"])
+    assert box.size < 240  # the brain's square, not the whole slice
     seg = np.asanyarray(nib.load(real_cases / case / f"{case}_seg.nii.gz").dataobj)
     flair = np.asanyarray(nib.load(real_cases / case / f"{case}_flair.nii.gz").dataobj)
     tumour_slices = [k for k in range(seg.shape[2]) if seg[:, :, k].any()]
@@ -115,11 +120,12 @@ def test_real_cases_keep_labels_and_follow_the_flair(real_cases, tmp_path):
     assert stored_tumour == tumour_slices
     for k in tumour_slices:
       image, label, _ = examples[(case, k)]
-      source_labels = preprocessing.resize_labels(seg[None, :, :, k], 128)[0]
+      source_labels = preprocessing.resize_labels(
+          preprocessing.crop_square(seg[None, :, :, k], box), 128)[0]
       np.testing.assert_array_equal(label, np.where(source_labels == 4, 3, source_labels))
       if (source_labels == 4).any():
         assert (label == 3).any() and not (label == 4).any()
-      correlation = interior_correlation(image[:, :, 0], flair[:, :, k])
+      correlation = interior_correlation(image[:, :, 0], flair[:, :, k], box)
       if correlation is None:
         continue
       assert correlation > 0.98, (case, k, correlation)
@@ -143,9 +149,10 @@ def test_modalities_become_channels_in_order(real_cases, tmp_path):
   case = "Brats18_CBICA_AMH_1"
   t1ce = np.asanyarray(nib.load(real_cases / case / f"{case}_t1ce.nii.gz").dataobj)
   image = examples[(case, 80)][0]
-  as_t1ce = interior_correlation(image[:, :, 0], t1ce[:, :, 80])
+  box = preprocessing.CropBox.from_json(manifest["patients"][case]["crop"])
+  as_t1ce = interior_correlation(image[:, :, 0], t1ce[:, :, 80], box)
   assert as_t1ce > 0.98
-  assert interior_correlation(image[:, :, 1], t1ce[:, :, 80]) < as_t1ce - 0.05  # channel 1: FLAIR
+  assert interior_correlation(image[:, :, 1], t1ce[:, :, 80], box) < as_t1ce - 0.05  # FLAIR
 
 
 def test_workers_give_the_same_drop_as_one_process(synthetic_sources, tmp_path):

@@ -60,3 +60,85 @@ def test_values_are_clipped():
   out = preprocessing.preprocess_volume(
       image, None, image_size=32, normalization=preprocessing.Normalization("volume"))
   assert out.images.max() <= preprocessing.CLIP_VALUE
+
+
+def _brain_volume(depth=6, height=60, width=50, box=(10, 40, 5, 30)):
+  """Raw-like volume: background 0, a rectangular 'brain' of positive intensities."""
+  rng = np.random.default_rng(0)
+  image = np.zeros((depth, height, width, 1), np.float32)
+  r0, r1, c0, c1 = box
+  image[:, r0:r1, c0:c1] = rng.uniform(100, 200, (depth, r1 - r0, c1 - c0, 1))
+  return image
+
+
+def test_crop_box_is_a_square_around_the_brain_of_the_whole_volume():
+  image = _brain_volume()
+  image[0] = 0  # a slice without brain changes nothing
+  image[3, 8, 20] = 150  # brain reaching higher on one slice widens the box for all
+  box = preprocessing.crop_box(preprocessing.brain_mask(image), "brain", margin=2)
+  # rows 8..39 (32), columns 5..29 (25): side 32 + 2 * 2, centred on the box
+  assert box.size == 36
+  assert (box.row, box.column) == (8 - 2, 5 - (36 - 25) // 2)
+  whole = preprocessing.crop_box(preprocessing.brain_mask(image), "none")
+  assert (whole.row, whole.column, whole.size) == (0, -5, 60)
+
+
+def test_crop_round_trip_lands_on_the_source_voxels():
+  # A box that leaves the slice on two sides, pasted back at the network's size and at 1:1.
+  labels = np.zeros((2, 40, 30), np.uint8)
+  labels[0, 5:9, 3:12] = 1
+  labels[1, 30:39, 20:29] = 1
+  box = preprocessing.CropBox(row=-6, column=-10, size=48)
+  cropped = preprocessing.crop_square(labels, box)
+  assert cropped.shape == (2, 48, 48) and cropped.sum() == labels.sum()
+  pasted = preprocessing.paste_back(cropped[..., None].astype(np.float32), box, 40, 30)
+  np.testing.assert_array_equal(pasted[..., 0] > 0.5, labels > 0)
+  # Through a resize to the network's grid and back: the mask lands on the same voxels
+  # up to the resampling of its edge.
+  small = preprocessing.resize_images(cropped[..., None].astype(np.float32), 24)
+  back = preprocessing.paste_back(small, box, 40, 30)[..., 0] > 0.5
+  assert np.logical_and(back, labels > 0).sum() / max(back.sum(), 1) > 0.8
+  assert back[:, 20:28, :].sum() == 0 and back[0, 6:8, 5:10].all()
+
+
+def test_context_channels_are_slice_major_with_edge_slices_repeated():
+  # Two modalities; each slice's value encodes (slice, modality).
+  images = np.zeros((4, 2, 2, 2), np.float32)
+  for s in range(4):
+    images[s, ..., 0], images[s, ..., 1] = 10 * s, 10 * s + 1
+  stacked = preprocessing.context_stack(images, np.array([0, 2, 3]), 1)
+  assert stacked.shape == (3, 2, 2, 6)
+  np.testing.assert_array_equal(stacked[0, 0, 0], [0, 1, 0, 1, 10, 11])  # slice -1 = slice 0
+  np.testing.assert_array_equal(stacked[1, 0, 0], [10, 11, 20, 21, 30, 31])
+  np.testing.assert_array_equal(stacked[2, 0, 0], [20, 21, 30, 31, 30, 31])  # last repeated
+
+
+def test_recipe_with_context_keeps_brain_slices_and_centres_them():
+  image = _brain_volume(depth=5)
+  image[0] = 0
+  recipe = preprocessing.Recipe(image_size=32, context_slices=1)
+  slices = recipe.preprocess(image, None, "nifti")
+  assert recipe.channels == 3 and slices.images.shape == (4, 32, 32, 3)
+  assert slices.slice_indices.tolist() == [1, 2, 3, 4]
+  assert not slices.images[0, ..., 0].any()  # slice 0 has no brain: normalized to zeros
+  np.testing.assert_array_equal(slices.images[1, ..., 0], slices.images[0, ..., 1])
+  np.testing.assert_array_equal(slices.images[3, ..., 2], slices.images[3, ..., 1])  # edge
+  plain = preprocessing.Recipe(image_size=32).preprocess(image, None, "nifti")
+  np.testing.assert_allclose(plain.images[..., 0], slices.images[..., 1], atol=1e-5)
+
+
+def test_robust_normalization_is_not_pulled_by_a_bright_tumour():
+  rng = np.random.default_rng(1)
+  brain = rng.normal(100, 10, (4, 30, 30, 1)).astype(np.float32)
+  with_tumour = brain.copy()
+  with_tumour[:, :6, :6] = 300  # 4% of the brain, very bright
+  mask = np.ones((4, 30, 30), bool)
+  for method, tolerance in (("robust_brain", 0.15), ("zscore_brain", None)):
+    normalization = preprocessing.Normalization("volume", method=method, clip=100)
+    a = preprocessing.normalize(brain, mask, normalization)[:, 10:, 10:]
+    b = preprocessing.normalize(with_tumour, mask, normalization)[:, 10:, 10:]
+    shift = np.abs(a - b).mean()
+    if tolerance:
+      assert shift < tolerance, (method, shift)
+    else:
+      assert shift > 0.3, (method, shift)  # the z-score of normal brain moves

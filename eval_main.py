@@ -1,9 +1,13 @@
 r"""Scores a trained model per patient on converted folds, and draws overlays and GIFs.
 
-  python eval_main.py --data_dir=tfrecords --model_dir=runs/x [--fold=0 (-1: every fold)]
-      [--output_dir=runs/x/eval] [--overlays] [--gif=selected|all|none] [--save_predictions]
+  python eval_main.py --data_dir=tfrecords --model_dir=runs/x [--fold=N (default: the fold
+      the model was validated on; -1: every fold)] [--output_dir=runs/x/eval] [--overlays]
+      [--gif=selected|all|none] [--save_predictions] [--tta] [--stress=all]
 
-Writes metrics.json, per_patient.csv, overlays/ (worst, median and best patients) and
+Each patient is scored on its source files at full resolution, on exactly the mask
+predict_main.py writes (same recipe, TTA, ensemble and post-processing); when the source
+files are gone, on the stored grid (said so). Writes metrics.json, per_patient.csv,
+stress.csv (with --stress), overlays/ (worst, median and best patients) and
 gifs/<patient>.gif into --output_dir, and prints a short summary.
 """
 
@@ -17,9 +21,17 @@ from absl import flags
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "tfrecords", "Folder holding converted drops.")
 _DROPS = flags.DEFINE_list("drops", None, "Drops to evaluate (default: every complete drop).")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training run folder (best_model.keras).")
-_MODEL_PATH = flags.DEFINE_string("model_path", None, "A model file instead of --model_dir.")
-_FOLD = flags.DEFINE_integer("fold", 0, "Fold to score; -1 scores every fold.")
+_MODEL_DIR = flags.DEFINE_list("model_dir", None, "Training run folder(s) or a cross-validation "
+                               "folder; several are an ensemble.")
+_MODEL_PATH = flags.DEFINE_list("model_path", None, "Model file(s) instead of --model_dir.")
+_FOLD = flags.DEFINE_integer("fold", None, "Fold to score (default: the model's validation "
+                             "fold); -1 scores every fold.")
+_TTA = flags.DEFINE_enum("tta", "auto", ["auto", "true", "false"], "Average over the 8 flips and "
+                         "90-degree rotations; auto: as recorded with the model.")
+_STRESS = flags.DEFINE_list("stress", [], "Also score each patient after these site-like "
+                            "perturbations of its source volume ('all' for every one).")
+_GRID = flags.DEFINE_enum("grid", "auto", ["auto", "source", "stored"], "Score on the source "
+                          "grid (auto: when the source files are there) or on the stored slices.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: <model_dir>/eval.")
 _OVERLAYS = flags.DEFINE_bool("overlays", True, "Overlay PNGs of the worst, median and best "
                               "patients.")
@@ -31,7 +43,7 @@ _SAVE_PREDICTIONS = flags.DEFINE_bool("save_predictions", False, "Also write "
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Slices per prediction batch.")
 
 flags.register_validator("gif_scale", lambda n: 1 <= n <= 8, "--gif_scale must lie in 1..8")
-flags.register_validator("fold", lambda n: n >= -1, "--fold must be -1 or a fold number")
+flags.register_validator("fold", lambda n: n is None or n >= -1, "--fold must be -1 or a fold number")
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("data_dir", lambda p: "://" in p or os.path.isdir(p),
                          "--data_dir must be an existing folder")
@@ -47,18 +59,49 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from evaluation import evaluate
-  output_dir = _OUTPUT_DIR.value or os.path.join(_MODEL_DIR.value, "eval")
+  from evaluation import inference
+  output_dir = _OUTPUT_DIR.value or os.path.join(_MODEL_DIR.value[0], "eval")
+  stress = _STRESS.value
+  if stress:
+    from evaluation import site_shift
+    stress = list(site_shift.PERTURBATIONS) if stress == ["all"] else stress
+    unknown = sorted(set(stress) - set(site_shift.PERTURBATIONS))
+    if unknown:
+      sys.exit(f"error: --stress: unknown perturbation {', '.join(unknown)} (known: "
+               f"{', '.join(site_shift.PERTURBATIONS)}, all)")
   try:
-    model = evaluate.load_model(_MODEL_DIR.value, _MODEL_PATH.value)
+    segmenter = inference.build_segmenter(_MODEL_DIR.value or (), _MODEL_PATH.value or (),
+                                          tta=_TTA.value, batch_size=_BATCH_SIZE.value)
+    folds = _folds_to_score(segmenter)
     metrics = evaluate.evaluate(
-        model, _DATA_DIR.value, folds=None if _FOLD.value < 0 else [_FOLD.value],
-        drops=_DROPS.value, output_dir=output_dir, overlays=_OVERLAYS.value, gif=_GIF.value,
-        save_predictions=_SAVE_PREDICTIONS.value, batch_size=_BATCH_SIZE.value,
-        gif_scale=_GIF_SCALE.value)
+        segmenter, _DATA_DIR.value, folds=folds, drops=_DROPS.value, output_dir=output_dir,
+        overlays=_OVERLAYS.value, gif=_GIF.value, save_predictions=_SAVE_PREDICTIONS.value,
+        batch_size=_BATCH_SIZE.value, gif_scale=_GIF_SCALE.value, stress=stress, grid=_GRID.value)
   except evaluate.EvaluationError as error:
     sys.exit(f"error: {error}")
   print(evaluate.summary_text(metrics))
   print(f"wrote {output_dir}/metrics.json, per_patient.csv, overlays/, gifs/")
+
+
+def _folds_to_score(segmenter):
+  """--fold, else the fold each member was validated on; warns when a member trained on it."""
+  from absl import logging
+  validated = {member.info.get("val_fold") for member in segmenter.members}
+  if _FOLD.value is None:
+    if len(validated) == 1 and None not in validated:
+      return [validated.pop()]
+    logging.warning("the models record no single validation fold: scoring fold 0")
+    return [0]
+  if _FOLD.value < 0:
+    return None
+  for member in segmenter.members:
+    trained = member.info.get("train_folds")
+    if trained is None and member.info.get("val_fold") is None and "train_folds" in member.info:
+      trained = "every fold"
+    if trained == "every fold" or (trained and _FOLD.value in trained):
+      logging.warning("%s trained on fold %d: its scores there are not a validation",
+                      member.path, _FOLD.value)
+  return [_FOLD.value]
 
 
 def run():

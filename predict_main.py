@@ -6,6 +6,10 @@ r"""Segments new patients into NIfTI masks on their source grid.
 or a folder of Kaggle h5 slices. Writes <case>_pred.nii.gz (the source's affine and
 header; 1 = tumour for whole_tumor, BraTS labels for regions) and <case>_pred.gif. A
 case with a segmentation also gets its Dice at full resolution printed.
+
+--model_dir takes one run, several (comma-separated) or a cross-validation folder (its
+fold*/ runs): an ensemble averages their probabilities. TTA and post-processing follow the
+inference.json recorded with the model (chosen by cross-validation) unless flags say.
 """
 
 import os
@@ -16,8 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training run folder (best_model.keras).")
-_MODEL_PATH = flags.DEFINE_string("model_path", None, "A model file instead of --model_dir.")
+_MODEL_DIR = flags.DEFINE_list("model_dir", None, "Training run folder(s) or a cross-validation "
+                               "folder; several are an ensemble.")
+_MODEL_PATH = flags.DEFINE_list("model_path", None, "Model file(s) instead of --model_dir.")
+_TTA = flags.DEFINE_enum("tta", "auto", ["auto", "true", "false"], "Average over the 8 flips and "
+                         "90-degree rotations; auto: as recorded with the model.")
+_SAVE_PROBABILITIES = flags.DEFINE_bool("save_probabilities", False, "Also write "
+                                        "<case>_prob.nii.gz and, for TTA or ensembles, "
+                                        "<case>_uncertainty.nii.gz (std of the members).")
 _INPUT = flags.DEFINE_string("input", None, "Case folder, folder of cases, or Kaggle h5 folder.")
 _INPUT_FORMAT = flags.DEFINE_enum("input_format", "auto", ["auto", "h5", "nifti"], "Source format.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the masks and GIFs go.")
@@ -37,7 +47,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from data_prep.errors import BadInputError
-  from evaluation import evaluate
+  from evaluation import inference
   from evaluation import predict
 
   def report(result):
@@ -47,12 +57,15 @@ def main(argv):
           flush=True)
 
   try:
-    model = evaluate.load_model(_MODEL_DIR.value, _MODEL_PATH.value)
-    info = predict.load_dataset_info(model, _MODEL_DIR.value)
+    segmenter = inference.build_segmenter(_MODEL_DIR.value or (), _MODEL_PATH.value or (),
+                                          tta=_TTA.value, batch_size=_BATCH_SIZE.value)
+    print(f"{len(segmenter.members)} model(s), TTA {'on' if segmenter.tta else 'off'}, "
+          f"post-processing: {segmenter.postprocessing.describe()}", flush=True)
     results, bad = predict.predict_all(
-        model, _INPUT.value, _OUTPUT_DIR.value, info, input_format=_INPUT_FORMAT.value,
-        batch_size=_BATCH_SIZE.value, gif=_GIF.value, strict=_STRICT.value, on_result=report)
-  except evaluate.EvaluationError as error:
+        segmenter, _INPUT.value, _OUTPUT_DIR.value, input_format=_INPUT_FORMAT.value,
+        gif=_GIF.value, save_probabilities=_SAVE_PROBABILITIES.value, strict=_STRICT.value,
+        on_result=report)
+  except inference.EvaluationError as error:
     sys.exit(f"error: {error}")
   except BadInputError as error:
     sys.exit(f"{'stopped (--strict) at bad input' if _STRICT.value else 'error'}: {error}")

@@ -40,6 +40,16 @@ _EARLY_STOPPING_PATIENCE = flags.DEFINE_integer("early_stopping_patience", 10, "
                                                 "better monitored Dice before stopping; 0: never.")
 _REDUCE_LR_PATIENCE = flags.DEFINE_integer("reduce_lr_patience", 4, "Epochs without improvement "
                                            "before halving the learning rate.")
+_LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "plateau", ["plateau", "cosine"],
+                                  "plateau: halve on a validation plateau; cosine: decay to 0 over "
+                                  "--epochs (needs no validation data).")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                                "best_model.keras holds the best epoch by validation Dice, or the "
+                                "last epoch (honest cross-validation: the scored fold picks "
+                                "nothing).")
+_SITE_AUGMENTATION = flags.DEFINE_bool("site_augmentation", False, "Augmentation modelled on "
+                                       "other scanners: intensity curves, bias field, blur, low "
+                                       "resolution, noise, slice-to-slice changes.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds weights, data order and augmentation.")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Reproducible batches and ops (slower).")
 _AUGMENT = flags.DEFINE_bool("augment", True, "Training-time augmentation.")
@@ -126,7 +136,8 @@ def main(argv):
       batch_size=_BATCH_SIZE.value, steps_per_epoch=_STEPS_PER_EPOCH.value,
       learning_rate=_LEARNING_RATE.value, scale_learning_rate=_SCALE_LEARNING_RATE.value,
       early_stopping_patience=_EARLY_STOPPING_PATIENCE.value,
-      reduce_lr_patience=_REDUCE_LR_PATIENCE.value, seed=_SEED.value,
+      reduce_lr_patience=_REDUCE_LR_PATIENCE.value, lr_schedule=_LR_SCHEDULE.value,
+      checkpoint=_CHECKPOINT.value, site_augmentation=_SITE_AUGMENTATION.value, seed=_SEED.value,
       deterministic=_DETERMINISTIC.value, augment=_AUGMENT.value,
       rotate_scale_probability=_ROTATE_SCALE_PROBABILITY.value,
       tumor_fraction=_TUMOR_FRACTION.value, shuffle_buffer=_SHUFFLE_BUFFER.value,

@@ -1,57 +1,43 @@
-"""Scores a trained model per patient on converted folds and draws what it did.
+"""Scores a model (or an ensemble) per patient and draws what it did.
 
-The reader yields a fold in evaluation order (each patient's slices together, in slice
-order), so patients are scored one at a time: memory holds one patient, whatever the
-fold's size. Material for the pictures is parked in a temporary folder until the worst,
-median and best patients are known.
+By default each patient is scored at the source resolution on the source grid, on exactly
+the mask `predict_main.py` writes: the source files the manifest records go through
+`inference.Segmenter` (recipe, members, TTA, pasting back, post-processing) and are
+compared with the source segmentation. When those files are gone, evaluation says so and
+scores on the stored grid of the TFRecords (labelled "stored" in metrics.json).
+Material for the pictures is parked in a temporary folder until the worst, median and
+best patients are known.
 """
 
 import csv
 import dataclasses
+import hashlib
 import io
 import os
 import shutil
 import tempfile
 
+from absl import logging
 import numpy as np
 import tqdm
 
 from data_prep import atomic
 from data_prep import overlays as overlays_lib
+from data_prep import readers
+from data_prep import sources as sources_lib
+from data_prep.errors import BadInputError
+from evaluation import inference
 from evaluation import pictures
 from evaluation import volume_metrics
 from input_pipeline import decode
 from input_pipeline import manifests
 from input_pipeline import reader
 
-THRESHOLD = 0.5
+THRESHOLD = inference.THRESHOLD
+EvaluationError = inference.EvaluationError
 CSV_COLUMNS = ("patient_id", "region", "dice", "iou", "hd95_mm", "sensitivity", "specificity",
                "precision", "gt_voxels", "pred_voxels")
-
-
-class EvaluationError(ValueError):
-  """Missing model, empty fold, mismatched image size: printed as one line."""
-
-
-def load_model(model_dir=None, model_path=None):
-  """Loads best_model.keras (or `model_path`) without compiling it."""
-  import keras
-  import model  # noqa: F401  registers the custom losses and metrics
-  path = model_path or os.path.join(model_dir, "best_model.keras")
-  if not os.path.isfile(path):
-    raise EvaluationError(f"{path}: no trained model there (train_main.py writes best_model.keras)")
-  try:
-    return keras.models.load_model(path, compile=False)
-  except Exception as error:  # a truncated or foreign file
-    raise EvaluationError(f"{path}: cannot be loaded as a Keras model ({error})") from None
-
-
-def task_of(model):
-  outputs = model.output_shape[-1]
-  for task in decode.TASKS:
-    if decode.num_targets(task) == outputs:
-      return task
-  raise EvaluationError(f"the model has {outputs} outputs; expected 1 (whole_tumor) or 3 (regions)")
+STRESS_COLUMNS = ("patient_id", "condition", "region", "dice", "hd95_mm")
 
 
 @dataclasses.dataclass
@@ -64,7 +50,7 @@ class PatientStack:
   target: np.ndarray  # [S, H, W, K] uint8
 
 
-def patient_stacks(model, dataset):
+def patient_stacks(segmenter, dataset):
   """Predicts batch by batch and yields one `PatientStack` per patient, in reading order."""
   pending = {"patient_id": None, "parts": []}
 
@@ -75,7 +61,7 @@ def patient_stacks(model, dataset):
     return PatientStack(pending["patient_id"], stack[0], stack[1], stack[2], stack[3])
 
   for batch in dataset:
-    probability = np.asarray(model.predict_on_batch(batch["image"]), np.float32)
+    probability, _ = segmenter.network_probabilities(batch["image"].numpy())
     ids = batch["patient_id"].numpy()
     indices = batch["slice_index"].numpy()
     images, targets = batch["image"].numpy(), batch["target"].numpy().astype(np.uint8)
@@ -118,57 +104,165 @@ def _save_npz(path, **arrays):
   atomic.write_bytes(path, buffer.getvalue())
 
 
-def evaluate(model, data_dir, *, folds=None, drops=None, output_dir, overlays=True,
-             gif="selected", save_predictions=False, batch_size=64, progress=True, gif_scale=2):
+def source_of(entry, source_format):
+  """The patient's source files as the manifest records them, or None when any is gone."""
+  paths = [f["path"] for f in entry.get("source_files", [])]
+  if not paths or not all(os.path.isfile(p) for p in paths):
+    return None
+  return sources_lib.source_of_files(source_format, paths)
+
+
+def _seed(patient_id, condition):
+  return int.from_bytes(hashlib.sha256(f"{patient_id}/{condition}".encode()).digest()[:4], "little")
+
+
+def _score_masks(truth, masks, spacing, diagonal, regions):
+  return [dataclasses.asdict(volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal))
+          for k in range(len(regions))]
+
+
+def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlays=True,
+             gif="selected", save_predictions=False, batch_size=64, progress=True, gif_scale=2,
+             stress=(), grid="auto"):
   """Scores every patient of `folds`; writes metrics.json, per_patient.csv and pictures.
 
+  Args:
+    segmenter: an `inference.Segmenter`.
+    stress: names of `site_shift.PERTURBATIONS`; each patient is also scored after each
+      (full resolution only), into stress.csv and metrics.json["stress"].
+    grid: "auto" (source when every source file is there), "source" or "stored".
   Returns:
     The metrics.json dictionary.
   """
-  task = task_of(model)
+  task = segmenter.task
   regions = decode.REGION_NAMES[task]
   try:
     layout = manifests.load_layout(data_dir, folds, drops)
   except manifests.DataError as error:
     raise EvaluationError(str(error)) from None
-  expected = (layout.image_size, layout.image_size, layout.channels)
-  if tuple(model.input_shape[1:]) != expected:
-    raise EvaluationError(f"the model takes {tuple(model.input_shape[1:])} slices but {data_dir} "
-                          f"holds {expected}")
-  dataset = reader.build_dataset(data_dir, folds=folds, drops=drops, task=task, training=False,
-                                 with_metadata=True, global_batch_size=batch_size)
+  if layout.preprocessing != segmenter.recipe.to_json():
+    expected = (segmenter.recipe.image_size, segmenter.recipe.image_size, segmenter.recipe.channels)
+    held = (layout.image_size, layout.image_size, layout.channels)
+    detail = (f"the model takes {expected} slices but {data_dir} holds {held}" if held != expected
+              else f"the model was trained on {segmenter.recipe.to_json()}, {data_dir} holds "
+                   f"{layout.preprocessing}")
+    raise EvaluationError(detail)
+  formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
+  sources = {pid: source_of(entry, formats[entry["drop"]])
+             for pid, entry in sorted(layout.patients.items())}
+  gone = [pid for pid, source in sources.items() if source is None]
+  if grid == "source" and gone:
+    raise EvaluationError(f"source files of {len(gone)} patients are gone (first: {gone[0]})")
+  use_source = grid == "source" or (grid == "auto" and not gone)
+  if not use_source and grid == "auto":
+    logging.warning("source files of %d of %d patients are gone (first: %s): scoring on the "
+                    "stored %dx%d grid instead of the source grid", len(gone), len(sources),
+                    gone[0], layout.image_size, layout.image_size)
   os.makedirs(output_dir, exist_ok=True)
   scratch = tempfile.mkdtemp(prefix=".eval-", dir=output_dir)
-  rows, num_slices = [], 0
+  rows, stress_rows, num_slices = [], [], 0
   try:
-    stacks = patient_stacks(model, dataset)
-    for stack in tqdm.tqdm(stacks, total=len(layout.patients), unit="patient", desc="evaluating",
-                           disable=not progress):
-      entry = layout.patients[stack.patient_id]
-      num_slices += len(stack.slice_indices)
-      truth, predicted, voxel, diagonal = _grid(stack, entry, layout.image_size)
-      for k, region in enumerate(regions):
-        scores = volume_metrics.score(truth[..., k], predicted[..., k], voxel, diagonal)
-        rows.append({"patient_id": stack.patient_id, "region": region,
-                     **dataclasses.asdict(scores)})
+    if use_source:
+      cases = _source_cases(segmenter, sources, layout, regions, stress, stress_rows, progress)
+    else:
+      cases = _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, progress)
+    for case in cases:
+      num_slices += case["slices"]
+      for region, scores in zip(regions, case["scores"]):
+        rows.append({"patient_id": case["patient_id"], "region": region, **scores})
       if save_predictions:
         os.makedirs(os.path.join(output_dir, "predictions"), exist_ok=True)
-        _save_npz(os.path.join(output_dir, "predictions", f"{stack.patient_id}.npz"),
-                  probability=stack.probability, target=stack.target,
-                  slice_index=stack.slice_indices)
+        _save_npz(os.path.join(output_dir, "predictions", f"{case['patient_id']}.npz"),
+                  probability=case["probability"], target=case["target"].astype(np.uint8),
+                  slice_index=case["slice_index"])
       if overlays or gif != "none":
-        _save_npz(os.path.join(scratch, f"{stack.patient_id}.npz"),
-                  image=stack.images[..., 0].astype(np.float16),
-                  truth=stack.target[..., 0] > 0, prediction=stack.probability[..., 0] > THRESHOLD,
-                  slice_index=stack.slice_indices)
+        _save_npz(os.path.join(scratch, f"{case['patient_id']}.npz"), **case["picture"])
     if not rows:
       raise EvaluationError(f"{data_dir}: no slices in folds {folds}")
     metrics = _metrics(task, rows, regions, num_slices)
-    _write_outputs(output_dir, rows, metrics)
+    metrics["grid"] = "source" if use_source else "stored"
+    metrics["inference"] = {"members": len(segmenter.members), "tta": segmenter.tta,
+                            "postprocessing": segmenter.postprocessing.to_json()}
+    if stress_rows:
+      metrics["stress"] = _stress_metrics(stress_rows, regions)
+    _write_outputs(output_dir, rows, metrics, stress_rows)
     _draw(output_dir, scratch, rows, regions[0], overlays, gif, gif_scale)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   return metrics
+
+
+def _picture(images, truth, prediction, slice_index):
+  return {"image": images.astype(np.float16), "truth": truth, "prediction": prediction,
+          "slice_index": slice_index}
+
+
+def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, progress):
+  """Scores each patient on its source files; yields one dict per patient."""
+  recipe = segmenter.recipe
+  for patient_id, source in tqdm.tqdm(sources.items(), unit="patient", desc="evaluating",
+                                      disable=not progress):
+    try:
+      volume = readers.read_patient(source, recipe.modalities)
+    except BadInputError as error:
+      raise EvaluationError(str(error)) from None
+    if volume.labels is None:
+      raise EvaluationError(f"{source.paths[0]}: {patient_id} has no segmentation to score against")
+    segmentation = inference.require_brain(
+        segmenter.segment(volume.image, volume.labels, source.format), source.paths[0])
+    truth = inference.truth_masks(volume.labels, segmenter.task)
+    row, column, depth = volume.spacing_mm
+    spacing = (depth, row, column)  # arrays are [slice, row, column]
+    diagonal = volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm)
+    for condition in stress:
+      from evaluation import site_shift  # numpy only; imported when a stress test runs
+      perturbed = site_shift.perturb(volume.image, condition, _seed(patient_id, condition))
+      shifted = segmenter.segment(perturbed, None, source.format)
+      masks = (np.zeros_like(truth) if shifted is None else shifted.masks)
+      for region, scores in zip(regions, _score_masks(truth, masks, spacing, diagonal, regions)):
+        stress_rows.append({"patient_id": patient_id, "condition": condition, "region": region,
+                            "dice": scores["dice"], "hd95_mm": scores["hd95_mm"]})
+    flair = volume.image[..., recipe.modalities.index("flair") if "flair" in recipe.modalities
+                         else 0]
+    yield {"patient_id": patient_id, "slices": len(volume.slice_indices),
+           "scores": _score_masks(truth, segmentation.masks, spacing, diagonal, regions),
+           "probability": segmentation.probability, "target": truth,
+           "slice_index": volume.slice_indices,
+           "picture": _picture(flair / max(float(np.percentile(flair[flair > 0], 99.5))
+                                           if (flair > 0).any() else 1.0, 1e-6),
+                               truth[..., 0], segmentation.masks[..., 0], volume.slice_indices)}
+
+
+def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, progress):
+  """Scores each patient on the stored slices (when the source files are gone)."""
+  regions = decode.REGION_NAMES[task]
+  dataset = reader.build_dataset(data_dir, folds=folds, drops=drops, task=task, training=False,
+                                 with_metadata=True, global_batch_size=batch_size)
+  centre = segmenter.recipe.context_slices * len(segmenter.recipe.modalities)
+  for stack in tqdm.tqdm(patient_stacks(segmenter, dataset), total=len(layout.patients),
+                         unit="patient", desc="evaluating", disable=not progress):
+    entry = layout.patients[stack.patient_id]
+    truth, predicted, voxel, diagonal = _grid(stack, entry, layout.image_size)
+    predicted = inference.region_masks(np.where(predicted, 1.0, 0.0), task,
+                                       segmenter.postprocessing)
+    yield {"patient_id": stack.patient_id, "slices": len(stack.slice_indices),
+           "scores": _score_masks(truth, predicted, voxel, diagonal, regions),
+           "probability": stack.probability, "target": stack.target,
+           "slice_index": stack.slice_indices,
+           "picture": _picture(stack.images[..., centre], stack.target[..., 0] > 0,
+                               stack.probability[..., 0] > THRESHOLD, stack.slice_indices)}
+
+
+def _stress_metrics(stress_rows, regions):
+  summary = {}
+  for condition in dict.fromkeys(r["condition"] for r in stress_rows):
+    summary[condition] = {}
+    for region in regions:
+      dice = [r["dice"] for r in stress_rows if r["condition"] == condition and r["region"] == region]
+      summary[condition][region] = {"dice_mean": round(float(np.mean(dice)), 6),
+                                    "dice_median": round(float(np.median(dice)), 6),
+                                    "dice_worst": round(float(np.min(dice)), 6)}
+  return summary
 
 
 def _metrics(task, rows, regions, num_slices):
@@ -187,14 +281,21 @@ def _metrics(task, rows, regions, num_slices):
   return summary
 
 
-def _write_outputs(output_dir, rows, metrics):
-  atomic.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+def _csv_bytes(rows, columns):
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+  writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
   writer.writeheader()
   for row in rows:
     writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
-  atomic.write_bytes(os.path.join(output_dir, "per_patient.csv"), buffer.getvalue().encode())
+  return buffer.getvalue().encode()
+
+
+def _write_outputs(output_dir, rows, metrics, stress_rows=()):
+  atomic.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+  atomic.write_bytes(os.path.join(output_dir, "per_patient.csv"), _csv_bytes(rows, CSV_COLUMNS))
+  if stress_rows:
+    atomic.write_bytes(os.path.join(output_dir, "stress.csv"),
+                       _csv_bytes(stress_rows, STRESS_COLUMNS))
 
 
 def ranked_patients(rows, region):

@@ -106,7 +106,8 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   dataset = dataset.batch(batch_size, drop_remainder=training)
 
-  to_pair = training_pair_fn(task, augment_config if augment else None)
+  to_pair = training_pair_fn(task, augment_config if augment else None,
+                             num_modalities=len(layout.modalities))
 
   def to_outputs(serialized, batch_seed=None):
     example = decode.decode_batch(serialized, image_size=layout.image_size,
@@ -130,14 +131,16 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
   return dataset.with_options(_options(deterministic or not training, input_context))
 
 
-def training_pair_fn(task, augment_config=None):
+def training_pair_fn(task, augment_config=None, num_modalities=None):
   """(image in the stored dtype, label uint8, seed) -> (image float32, target float32);
-  the seed is used only with `augment_config`."""
+  the seed is used only with `augment_config`. Channels are 2.5D context slices of
+  `num_modalities` modalities (None: one slice), so intensity changes follow the modality."""
   def pair(image, label, seed=None):
     if augment_config is None:
       image = tf.cast(image, tf.float32)
     else:
-      image, label = augment_lib.augment_batch(image, label, seed, augment_config)
+      image, label = augment_lib.augment_batch(image, label, seed, augment_config,
+                                               num_modalities=num_modalities)
     return image, decode.targets_from_labels(label, task)
   return pair
 

@@ -65,7 +65,7 @@ def test_eval_writes_every_output(trained):
   assert sorted(os.listdir(out / "gifs")) == sorted(f"{r['patient_id']}.gif" for r in rows)
   npz = np.load(out / "predictions" / f"{rows[0]['patient_id']}.npz")
   probability, target, index = npz["probability"], npz["target"], npz["slice_index"]
-  assert probability.dtype == np.float32 and probability.shape[1:] == (SIZE, SIZE, 1)
+  assert probability.dtype == np.float32 and probability.shape[1:] == (240, 240, 1)  # source grid
   assert target.dtype == np.uint8 and target.shape == probability.shape
   assert list(index) == sorted(index) and len(index) == len(probability)
   # the saved arrays reproduce the reported Dice (both empty: 1)
@@ -84,7 +84,7 @@ def test_eval_errors_are_one_line(trained, tmp_path):
                   options=patient_conversion.ConversionOptions(image_size=64))
   mismatch = _run("eval_main.py", f"--data_dir={other}", f"--model_dir={trained / 'run'}",
                   f"--output_dir={tmp_path / 'eval'}")
-  assert mismatch.returncode == 1 and "the model takes (32, 32, 1)" in mismatch.stderr
+  assert mismatch.returncode == 1 and "the model takes (32, 32, 1) slices" in mismatch.stderr
   empty_fold = _run("eval_main.py", f"--data_dir={trained / 'tfrecords'}",
                     f"--model_dir={trained / 'run'}", "--fold=9", f"--output_dir={tmp_path / 'e'}")
   assert empty_fold.returncode == 1 and "fold 9" in empty_fold.stderr
@@ -135,3 +135,43 @@ def test_real_cases_go_through_predict(trained, tmp_path):
   assert mask.shape == source.shape == (240, 240, 155)
   np.testing.assert_array_equal(mask.affine, source.affine)
   assert "Dice whole_tumor" in result.stdout
+
+
+def test_eval_scores_the_mask_predict_writes_at_full_resolution(trained, tmp_path):
+  out = tmp_path / "eval"
+  result = _run("eval_main.py", f"--data_dir={trained / 'tfrecords'}",
+                f"--model_dir={trained / 'run'}", "--fold=-1", f"--output_dir={out}",
+                "--gif=none", "--nooverlays", "--tta=true")
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["grid"] == "source" and metrics["inference"]["tta"] is True
+  with open(out / "per_patient.csv") as f:
+    eval_dice = {r["patient_id"]: float(r["dice"]) for r in csv.DictReader(f)}
+  predicted = _run("predict_main.py", f"--model_dir={trained / 'run'}",
+                   f"--input={trained / 'nifti'}", f"--output_dir={tmp_path / 'pred'}", "--nogif",
+                   "--tta=true")
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  for case, dice in eval_dice.items():
+    truth = np.asarray(nib.load(trained / "nifti" / case / f"{case}_seg.nii.gz").dataobj) > 0
+    mask = np.asarray(nib.load(tmp_path / "pred" / f"{case}_pred.nii.gz").dataobj) > 0
+    total = truth.sum() + mask.sum()
+    assert (1.0 if total == 0 else 2 * (truth & mask).sum() / total) == pytest.approx(dice, abs=1e-6)
+
+
+def test_eval_falls_back_to_the_stored_grid_when_sources_are_gone(trained, tmp_path):
+  moved = tmp_path / "tfrecords"
+  shutil.copytree(trained / "tfrecords", moved)
+  manifest_path = next(moved.glob("*/manifest.json"))
+  manifest = json.loads(manifest_path.read_text())
+  for entry in manifest["patients"].values():
+    for source in entry["source_files"]:
+      source["path"] = str(tmp_path / "gone" / os.path.basename(source["path"]))
+  manifest_path.write_text(json.dumps(manifest))
+  result = _run("eval_main.py", f"--data_dir={moved}", f"--model_dir={trained / 'run'}",
+                "--fold=-1", f"--output_dir={tmp_path / 'eval'}", "--gif=none")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "scoring on the stored" in result.stderr
+  assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["grid"] == "stored"
+  strict = _run("eval_main.py", f"--data_dir={moved}", f"--model_dir={trained / 'run'}",
+                "--fold=-1", f"--output_dir={tmp_path / 'e2'}", "--grid=source")
+  assert strict.returncode == 1 and "are gone" in strict.stderr and "Traceback" not in strict.stderr

@@ -49,7 +49,8 @@ class ValidationImages(keras.callbacks.Callback):
 
 
 def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
-                    reduce_lr_patience, validation_batch=None, is_chief=True):
+                    reduce_lr_patience, save_best_only=True, validation_batch=None,
+                    is_chief=True):
   """The callbacks of a run; non-chief workers write everything under `write_dir`."""
   backup = (keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"),
                                              double_checkpoint=True) if is_chief else
@@ -57,14 +58,18 @@ def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
                                    os.path.join(write_dir, "backup")))
   # BackupAndRestore goes last: when it records "epoch N done", the history row and the
   # checkpoint of epoch N are already written, so a run killed at any moment resumes cleanly.
+  # With save_best_only=False the checkpoint holds the last epoch's weights: a model chosen
+  # by its Dice on the validation fold would make that fold's score optimistic.
   callbacks = [
       keras.callbacks.ModelCheckpoint(os.path.join(write_dir, "best_model.keras"), monitor=monitor,
-                                      mode="max", save_best_only=True),
-      keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
-                                        patience=reduce_lr_patience, min_lr=1e-6),
+                                      mode="max", save_best_only=save_best_only),
       keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=True),
       keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), update_freq="epoch"),
   ]
+  if reduce_lr_patience > 0:
+    callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
+                                                          patience=reduce_lr_patience,
+                                                          min_lr=1e-6))
   if early_stopping_patience > 0:
     callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                    patience=early_stopping_patience))

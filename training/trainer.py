@@ -52,10 +52,13 @@ class TrainConfig:
   scale_learning_rate: bool = True
   early_stopping_patience: int = 10
   reduce_lr_patience: int = 4
+  lr_schedule: str = "plateau"  # or "cosine": decays to 0 over the run, no validation needed
+  checkpoint: str = "best"  # "best" by validation Dice, or "last": the final weights
   seed: int = 0
   deterministic: bool = False
   augment: bool = True
   rotate_scale_probability: float = 0.5
+  site_augmentation: bool = False
   tumor_fraction: float | None = None
   shuffle_buffer: int = reader.SHUFFLE_BUFFER
   depth: int = 4
@@ -102,8 +105,17 @@ def build_model(config, layout):
   return unet.build_unet(model_config)
 
 
-def compile_model(model, config):
-  model.compile(optimizer=keras.optimizers.Adam(effective_learning_rate(config)),
+def learning_rate_for(config, steps_per_epoch):
+  """The optimizer's learning rate: a constant (halved on plateaus by a callback) or a cosine
+  decay to 0 over the whole run, which needs no validation data to steer it."""
+  rate = effective_learning_rate(config)
+  if config.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(rate, decay_steps=config.epochs * steps_per_epoch)
+  return rate
+
+
+def compile_model(model, config, steps_per_epoch=1):
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate_for(config, steps_per_epoch)),
                 loss=losses.get_loss(config.loss),
                 metrics=metrics_lib.build_metrics(decode.REGION_NAMES[config.task]),
                 jit_compile=config.jit_compile)
@@ -140,12 +152,13 @@ class Run:
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.train_examples // config.batch_size)
     with strategy.scope():
       self.model = build_model(config, self.layout)
-      compile_model(self.model, config)
+      compile_model(self.model, config, self.steps_per_epoch)
 
   def train_dataset(self):
     config = self.config
     augment_config = augment_lib.AugmentConfig(
-        rotate_scale_probability=config.rotate_scale_probability)
+        rotate_scale_probability=config.rotate_scale_probability,
+        site_augmentation=config.site_augmentation)
     return self.strategy.distribute_datasets_from_function(reader.dataset_fn(
         config.data_dir, folds=self.train_folds, drops=config.drops, task=config.task,
         global_batch_size=config.batch_size, training=True, augment=config.augment,
@@ -198,13 +211,14 @@ def train(config, strategy):
   write_dir = distribution.write_dir(config.model_dir)
   os.makedirs(write_dir, exist_ok=True)
   if chief:
-    write_dataset_info(config, run.layout)
+    write_dataset_info(config, run)
   val_dataset, val_steps = run.validation()
   monitor = "val_dice" if val_dataset is not None else "dice"
   callbacks = callbacks_lib.build_callbacks(
       model_dir=config.model_dir, write_dir=write_dir, monitor=monitor,
       early_stopping_patience=config.early_stopping_patience,
-      reduce_lr_patience=config.reduce_lr_patience, is_chief=chief,
+      reduce_lr_patience=config.reduce_lr_patience if config.lr_schedule == "plateau" else 0,
+      save_best_only=config.checkpoint == "best", is_chief=chief,
       validation_batch=run.sample_validation_batch(config.tensorboard_images) if chief else None)
   logging.info("training on folds %s (%d slices, %d steps/epoch), validating on %s, %d replicas, "
                "%s, lr %.2e", run.train_folds or "all", run.train_examples, run.steps_per_epoch,
@@ -223,12 +237,17 @@ def train(config, strategy):
 DATASET_INFO = "dataset.json"
 
 
-def write_dataset_info(config, layout):
-  """What prediction needs to prepare new patients exactly like the training slices."""
+def write_dataset_info(config, run):
+  """What prediction and evaluation need: the preprocessing recipe of the training slices,
+  the task, and the folds the model trained and validated on."""
+  layout = run.layout
   atomic.write_json(os.path.join(config.model_dir, DATASET_INFO), {
       "task": config.task, "region_names": list(decode.REGION_NAMES[config.task]),
       "image_size": layout.image_size, "channels": layout.channels,
-      "modalities": list(layout.modalities), "normalization_by_drop": layout.normalization})
+      "modalities": list(layout.modalities), "preprocessing": layout.preprocessing,
+      "normalization_by_drop": layout.normalization,
+      "val_fold": run.val_folds[0] if run.val_folds and not config.val_data_dir else None,
+      "train_folds": run.train_folds, "checkpoint": config.checkpoint})
 
 
 def export(model_dir):

@@ -1,0 +1,218 @@
+"""Scores the folds of a cross-validation at full resolution and picks the inference rules.
+
+Each fold's model scores that fold's patients on their source files through
+`inference.Segmenter` (the path predict_main.py takes), without and with test-time
+augmentation, and after each site-like perturbation of the input (the stress test).
+A fold's scores are written once (`fold<k>/cv_scores.json`), so a rerun only scores what is
+missing. The rules (TTA on or off, post-processing) are then chosen on all patients at once
+and recorded in `inference.json`, which makes the folder a fold ensemble for predict_main.py.
+"""
+
+import dataclasses
+import io
+import json
+import os
+import platform
+
+import numpy as np
+
+from data_prep import atomic
+from data_prep import readers
+from data_prep.errors import BadInputError
+from evaluation import evaluate
+from evaluation import inference
+from evaluation import postprocess
+from evaluation import volume_metrics
+from input_pipeline import decode
+
+SCORES = "cv_scores.json"
+PLAIN, TTA = "plain", "tta"
+
+
+def cpu_model():
+  """CPU name and vector width: the same training runs 2-3x slower without AVX-512."""
+  name, flags = platform.processor() or "unknown CPU", ""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name") and name == (platform.processor() or "unknown CPU"):
+          name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+          flags = line
+  except OSError:
+    pass
+  return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"
+
+
+def _save_probabilities(path, probability, truth, spacing, diagonal):
+  """Compact copies for choosing rules later: probabilities as uint8 (1/255 steps)."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, probability=np.round(probability * 255).astype(np.uint8),
+                      truth=truth, spacing=np.asarray(spacing), diagonal=diagonal)
+  atomic.write_bytes(path, buffer.getvalue())
+
+
+def _load_probabilities(path):
+  with np.load(path) as data:
+    return (data["probability"].astype(np.float32) / 255, data["truth"],
+            tuple(data["spacing"]), float(data["diagonal"]))
+
+
+def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, batch_size=32):
+  """Scores fold `fold` with `members`; writes and returns the fold's rows."""
+  from input_pipeline import manifests
+  plain = inference.Segmenter(members, tta=False, batch_size=batch_size)
+  tta = inference.Segmenter(members, tta=True, batch_size=batch_size)
+  layout = manifests.load_layout(data_dir, [fold])
+  formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
+  regions = decode.REGION_NAMES[plain.task]
+  probabilities_dir = os.path.join(run_dir, "cv_probabilities")
+  os.makedirs(probabilities_dir, exist_ok=True)
+  rows = []
+  for patient_id, entry in sorted(layout.patients.items()):
+    source = evaluate.source_of(entry, formats[entry["drop"]])
+    if source is None:
+      raise inference.EvaluationError(f"{patient_id}: its source files are gone; cross-validation "
+                                      "scores on the source grid only")
+    try:
+      volume = readers.read_patient(source, plain.recipe.modalities)
+    except BadInputError as error:
+      raise inference.EvaluationError(str(error)) from None
+    truth = inference.truth_masks(volume.labels, plain.task)
+    row_mm, column_mm, slice_mm = volume.spacing_mm
+    spacing = (slice_mm, row_mm, column_mm)
+    diagonal = volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm)
+
+    def score(masks, variant):
+      for k, region in enumerate(regions):
+        result = volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal)
+        rows.append({"patient_id": patient_id, "fold": fold, "variant": variant,
+                     "region": region, "dice": result.dice, "hd95_mm": result.hd95_mm,
+                     "gt_voxels": result.gt_voxels, "pred_voxels": result.pred_voxels})
+
+    for variant, segmenter in ((PLAIN, plain), (TTA, tta)):
+      segmentation = segmenter.segment(volume.image, None, source.format)
+      score(segmentation.masks, variant)
+      _save_probabilities(os.path.join(probabilities_dir, f"{patient_id}_{variant}.npz"),
+                          segmentation.probability, truth, spacing, diagonal)
+    for condition in stress:
+      from evaluation import site_shift  # numpy only; imported when a stress test runs
+      perturbed = site_shift.perturb(volume.image, condition, evaluate._seed(patient_id, condition))
+      shifted = plain.segment(perturbed, None, source.format)
+      score(np.zeros_like(truth) if shifted is None else shifted.masks, f"stress:{condition}")
+    if progress:
+      dice = {r["variant"]: r["dice"] for r in rows
+              if r["patient_id"] == patient_id and r["region"] == regions[0]}
+      print(f"  fold {fold} {patient_id}: " + ", ".join(f"{v} {d:.3f}" for v, d in dice.items()),
+            flush=True)
+  atomic.write_json(os.path.join(run_dir, SCORES), {"fold": fold, "rows": rows})
+  return rows
+
+
+def read_fold_scores(run_dir):
+  path = os.path.join(run_dir, SCORES)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)["rows"]
+
+
+def _dice_by_patient(rows, variant, region):
+  return {r["patient_id"]: r["dice"] for r in rows if r["variant"] == variant
+          and r["region"] == region}
+
+
+def choose_rules(rows, fold_dirs, region):
+  """TTA if it raises the mean Dice and helps more patients than it hurts; then the
+  post-processing rule that does the same on the chosen probabilities (nnU-Net's rule)."""
+  plain, tta = _dice_by_patient(rows, PLAIN, region), _dice_by_patient(rows, TTA, region)
+  gains = np.array([tta[p] - plain[p] for p in plain])
+  use_tta = bool(gains.mean() > 0 and (gains > 0).sum() > (gains < 0).sum())
+  variant = TTA if use_tta else PLAIN
+
+  def cases():
+    for run_dir in fold_dirs:
+      directory = os.path.join(run_dir, "cv_probabilities")
+      for name in sorted(os.listdir(directory)):
+        if name.endswith(f"_{variant}.npz"):
+          probability, truth, _, _ = _load_probabilities(os.path.join(directory, name))
+          yield truth[..., 0], probability[..., 0] > inference.THRESHOLD
+
+  rule, table = postprocess.choose_rule(cases())
+  return inference.InferenceRules(tta=use_tta, postprocessing=rule), table
+
+
+def apply_rule_rows(fold_dirs, rules, regions, task):
+  """Rows of the final variant: the chosen TTA setting with the chosen post-processing."""
+  variant = TTA if rules.tta else PLAIN
+  final = []
+  for run_dir in fold_dirs:
+    directory = os.path.join(run_dir, "cv_probabilities")
+    fold = int(os.path.basename(run_dir)[len("fold"):])
+    for name in sorted(os.listdir(directory)):
+      if not name.endswith(f"_{variant}.npz"):
+        continue
+      patient_id = name[:-len(f"_{variant}.npz")]
+      probability, truth, spacing, diagonal = _load_probabilities(os.path.join(directory, name))
+      masks = inference.region_masks(probability, task, rules.postprocessing)
+      for k, region in enumerate(regions):
+        result = volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal)
+        final.append({"patient_id": patient_id, "fold": fold, "variant": "final",
+                      "region": region, "dice": result.dice, "hd95_mm": result.hd95_mm,
+                      "gt_voxels": result.gt_voxels, "pred_voxels": result.pred_voxels})
+  return final
+
+
+@dataclasses.dataclass
+class Summary:
+  json: dict
+  markdown: str
+
+
+def _stats(values):
+  values = np.asarray(values, np.float64)
+  return {"mean": round(float(values.mean()), 4), "median": round(float(np.median(values)), 4),
+          "worst": round(float(values.min()), 4)}
+
+
+def summarize(rows, rules, region, fold_info, description):
+  """Per patient and per fold tables with mean, median and worst of every variant."""
+  variants = list(dict.fromkeys(r["variant"] for r in rows))
+  stress = [v for v in variants if v.startswith("stress:")]
+  by = {v: _dice_by_patient(rows, v, region) for v in variants}
+  hd95 = {r["patient_id"]: r["hd95_mm"] for r in rows if r["variant"] == "final"
+          and r["region"] == region}
+  fold_of = {r["patient_id"]: r["fold"] for r in rows}
+  patients = sorted(by[PLAIN], key=lambda p: (fold_of[p], p))
+  stress_mean = {p: float(np.mean([by[v][p] for v in stress])) for p in patients} if stress else {}
+  summary = {
+      "description": description, "region": region, "rules": rules.to_json(),
+      "patients": len(patients), "cpu": cpu_model(), "folds": fold_info,
+      "dice": {v: _stats(list(by[v].values())) for v in variants},
+      "hd95_mm_final": _stats(list(hd95.values())) if hd95 else None,
+      "per_patient": [{"patient_id": p, "fold": fold_of[p], **{v: round(by[v][p], 4)
+                                                               for v in variants},
+                       **({"stress_mean": round(stress_mean[p], 4)} if stress else {}),
+                       "hd95_mm_final": round(hd95.get(p, float("nan")), 2)} for p in patients],
+  }
+  if stress:
+    summary["dice"]["stress_mean"] = _stats(list(stress_mean.values()))
+  columns = [PLAIN, TTA, "final"] + (["stress_mean"] if stress else []) + stress
+  lines = [f"# {description}", "",
+           f"{len(patients)} patients, {region} Dice per patient at full resolution on the "
+           f"source grid; final = TTA {'on' if rules.tta else 'off'}, "
+           f"{rules.postprocessing.describe()}. CPU: {summary['cpu']}.", "",
+           "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+  for stat in ("mean", "median", "worst"):
+    lines.append(f"| {stat} | " + " | ".join(f"{summary['dice'][c][stat]:.3f}" for c in columns)
+                 + " |")
+  lines += ["", "| patient | fold | " + " | ".join(columns) + " | HD95 mm (final) |",
+            "|---" * (len(columns) + 3) + "|"]
+  for entry in summary["per_patient"]:
+    lines.append(f"| {entry['patient_id']} | {entry['fold']} | " + " | ".join(
+        f"{entry[c]:.3f}" for c in columns) + f" | {entry['hd95_mm_final']:.1f} |")
+  lines += ["", "| fold | patients | training seconds | epochs |", "|---|---|---|---|"]
+  for fold, info in sorted(fold_info.items()):
+    lines.append(f"| {fold} | {info['patients']} | {info.get('seconds', 'n/a')} | "
+                 f"{info.get('epochs', 'n/a')} |")
+  return Summary(summary, "\n".join(lines) + "\n")

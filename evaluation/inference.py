@@ -1,0 +1,270 @@
+"""From a source case to full-resolution masks: the one path shared by predict and eval.
+
+A case is prepared by the training data's own recipe (read from the model's dataset.json),
+predicted by one model or an ensemble, optionally averaged over the 8 flips and 90-degree
+rotations (test-time augmentation), pasted back into the source grid, thresholded and
+post-processed. `eval_main.py` scores exactly the masks `predict_main.py` writes because
+both call `Segmenter.segment`.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from data_prep import preprocessing
+from data_prep.errors import BadInputError
+from evaluation import postprocess
+from input_pipeline import augment
+from input_pipeline import decode
+
+THRESHOLD = 0.5
+DATASET_INFO = "dataset.json"  # written by the trainer beside best_model.keras
+MODEL_FILE = "best_model.keras"
+# Inference rules chosen by cross-validation, beside a run or a cross-validation folder.
+INFERENCE_RULES = "inference.json"
+DEFAULT_TTA = True  # docs/accuracy.md: the ablation table that chose it
+
+
+class EvaluationError(ValueError):
+  """Missing model, mismatched ensemble members, empty fold: printed as one line."""
+
+
+def load_model(path):
+  """Loads a Keras model file without compiling it."""
+  import keras
+  import model  # noqa: F401  registers the custom losses and metrics
+  if not os.path.isfile(path):
+    raise EvaluationError(f"{path}: no trained model there (train_main.py writes {MODEL_FILE})")
+  try:
+    return keras.models.load_model(path, compile=False)
+  except Exception as error:  # a truncated or foreign file
+    raise EvaluationError(f"{path}: cannot be loaded as a Keras model ({error})") from None
+
+
+def task_of(model):
+  outputs = model.output_shape[-1]
+  for task in decode.TASKS:
+    if decode.num_targets(task) == outputs:
+      return task
+  raise EvaluationError(f"the model has {outputs} outputs; expected 1 (whole_tumor) or 3 (regions)")
+
+
+def read_info(model_dir):
+  path = os.path.join(model_dir, DATASET_INFO)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def default_info(model):
+  """For a bare model file: FLAIR whole slices, the converter's old rule."""
+  channels = model.input_shape[-1]
+  recipe = preprocessing.Recipe(image_size=model.input_shape[1], modalities=("flair",) * channels,
+                                crop="none")
+  return {"task": task_of(model), "preprocessing": recipe.to_json(), "val_fold": None}
+
+
+def recipe_of(info):
+  if "preprocessing" in info:
+    return preprocessing.Recipe.from_json(info["preprocessing"])
+  # dataset.json from before the recipe: whole slices, modalities as listed
+  return preprocessing.Recipe(image_size=info["image_size"], modalities=tuple(info["modalities"]),
+                              crop="none")
+
+
+def member_dirs(model_dir):
+  """A run folder is one member; a cross-validation folder (fold*/ runs inside) is several."""
+  if os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
+    return [model_dir]
+  folds = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+                 if d.startswith("fold") and os.path.isfile(os.path.join(model_dir, d, MODEL_FILE)))
+  if not folds:
+    raise EvaluationError(f"{model_dir}: no trained model there ({MODEL_FILE}, or fold*/ runs "
+                          "of a cross-validation)")
+  return [os.path.join(model_dir, d) for d in folds]
+
+
+@dataclasses.dataclass
+class Member:
+  path: str
+  model: object
+  info: dict
+
+
+def load_members(model_dirs=(), model_paths=()):
+  """Loads every member of an ensemble and refuses, in one line, members that disagree on
+  the task or on how the input was prepared."""
+  members = []
+  for model_dir in model_dirs:
+    for run_dir in member_dirs(model_dir):
+      model = load_model(os.path.join(run_dir, MODEL_FILE))
+      members.append(Member(run_dir, model, read_info(run_dir) or default_info(model)))
+  for path in model_paths:
+    model = load_model(path)
+    members.append(Member(path, model, read_info(os.path.dirname(path)) or default_info(model)))
+  if not members:
+    raise EvaluationError("no model given")
+  first = members[0]
+  for member in members[1:]:
+    for key, describe in (("task", lambda i: i["task"]),
+                          ("preprocessing", lambda i: recipe_of(i).to_json())):
+      if describe(member.info) != describe(first.info):
+        raise EvaluationError(f"{member.path}: trained with {key} {describe(member.info)}, but "
+                              f"{first.path} with {describe(first.info)}; an ensemble needs one")
+  return members
+
+
+def symmetric(x, index):
+  """The reader's `augment.symmetric` on numpy or tensor input, as numpy."""
+  import tensorflow as tf
+  return np.asarray(augment.symmetric(tf.convert_to_tensor(x), index))
+
+
+def inverse_symmetric(x, index):
+  """Undoes `augment.symmetric(., index)`: its steps in reverse order."""
+  import tensorflow as tf
+  x = tf.convert_to_tensor(x)
+  if index & 4:
+    x = tf.transpose(x, [0, 2, 1] + list(range(3, x.shape.rank)))
+  if index & 2:
+    x = tf.reverse(x, [1])
+  if index & 1:
+    x = tf.reverse(x, [2])
+  return x
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceRules:
+  tta: bool = DEFAULT_TTA
+  postprocessing: postprocess.PostProcessing = postprocess.PostProcessing()
+
+  def to_json(self):
+    return {"tta": self.tta, "postprocessing": self.postprocessing.to_json()}
+
+
+def read_rules(model_dir):
+  """The rules recorded with a run or a cross-validation folder (defaults when none)."""
+  path = os.path.join(model_dir, INFERENCE_RULES)
+  if not os.path.isfile(path):
+    return InferenceRules()
+  with open(path, encoding="utf-8") as f:
+    entry = json.load(f)
+  return InferenceRules(bool(entry.get("tta", DEFAULT_TTA)),
+                        postprocess.PostProcessing.from_json(entry.get("postprocessing")))
+
+
+@dataclasses.dataclass
+class CaseSegmentation:
+  """One case on its source grid (slices first, in the order of the volume's stack)."""
+  probability: np.ndarray  # float32 [S, H, W, K], mean over members and symmetries
+  masks: np.ndarray  # bool [S, H, W, K], thresholded, post-processed, nested (ET in TC in WT)
+  spread: np.ndarray | None  # float32 [S, H, W, K]: std over members and symmetries
+  network_probability: np.ndarray  # float32 [S', size, size, K] for the kept slices
+  slices: preprocessing.PreprocessedSlices
+
+
+class Segmenter:
+  """Members (one model or an ensemble) plus the inference rules recorded with them."""
+
+  def __init__(self, members, *, tta=False, postprocessing=None, batch_size=32):
+    self.members = members
+    self.info = members[0].info
+    self.task = self.info["task"]
+    self.recipe = recipe_of(self.info)
+    self.tta = tta
+    self.postprocessing = postprocessing or postprocess.PostProcessing()
+    self.batch_size = batch_size
+    for member in members:
+      expected = (self.recipe.image_size, self.recipe.image_size, self.recipe.channels)
+      if tuple(member.model.input_shape[1:]) != expected:
+        raise EvaluationError(f"{member.path}: the model takes {member.model.input_shape[1:]} "
+                              f"but its recipe prepares {expected}")
+
+  def _predict(self, model, images):
+    return np.concatenate([np.asarray(model.predict_on_batch(images[i:i + self.batch_size]),
+                                      np.float32)
+                           for i in range(0, len(images), self.batch_size)])
+
+  def network_probabilities(self, images):
+    """(mean, std or None) over members and, with TTA, the 8 symmetries: [N, size, size, K]."""
+    symmetries = range(augment.NUM_SYMMETRIES) if self.tta else (0,)
+    total = squares = None
+    count = 0
+    for member in self.members:
+      for index in symmetries:
+        view = images if index == 0 else symmetric(images, index)
+        probability = self._predict(member.model, view)
+        if index:
+          probability = np.asarray(inverse_symmetric(probability, index))
+        total = probability if total is None else total + probability
+        squares = probability ** 2 if squares is None else squares + probability ** 2
+        count += 1
+    mean = total / count
+    spread = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0)) if count > 1 else None
+    return mean, spread
+
+  def segment(self, image, labels, source_format):
+    """Segments one volume image [S, H, W, C] (raw intensities, slices first)."""
+    slices = self.recipe.preprocess(image, labels, source_format)
+    if not len(slices.slice_indices):
+      return None
+    mean, spread = self.network_probabilities(slices.images)
+    height, width = image.shape[1:3]
+    probability = np.zeros(image.shape[:3] + (mean.shape[-1],), np.float32)
+    probability[slices.slice_indices] = preprocessing.paste_back(mean, slices.crop, height, width)
+    full_spread = None
+    if spread is not None:
+      full_spread = np.zeros_like(probability)
+      full_spread[slices.slice_indices] = preprocessing.paste_back(spread, slices.crop, height,
+                                                                   width)
+    masks = region_masks(probability, self.task, self.postprocessing)
+    return CaseSegmentation(probability, masks, full_spread, mean, slices)
+
+
+def build_segmenter(model_dirs=(), model_paths=(), *, tta="auto", batch_size=32):
+  """Members plus the rules recorded with the first model folder (flags may override TTA)."""
+  members = load_members(model_dirs, model_paths)
+  rules = read_rules(model_dirs[0]) if model_dirs else InferenceRules()
+  use_tta = rules.tta if tta == "auto" else tta in (True, "true")
+  return Segmenter(members, tta=use_tta, postprocessing=rules.postprocessing,
+                   batch_size=batch_size)
+
+
+def region_masks(probability, task, postprocessing):
+  """Thresholded, post-processed masks [S, H, W, K]; for regions nested as BraTS labels are
+  (ET inside TC inside WT), since a label map can hold nothing else."""
+  masks = probability > THRESHOLD
+  masks[..., 0] = postprocessing.apply(masks[..., 0])
+  for k in range(1, masks.shape[-1]):
+    masks[..., k] &= masks[..., k - 1]
+  return masks
+
+
+def label_map(masks, task, scheme):
+  """Nested region masks [S, H, W, K] -> uint8 labels: 1 tumour (whole_tumor); BraTS labels
+  for regions (2 edema, 1 necrotic core, 4 enhancing, or 3 in the 2023 scheme)."""
+  labels = np.zeros(masks.shape[:3], np.uint8)
+  if task == "whole_tumor":
+    labels[masks[..., 0]] = 1
+    return labels
+  labels[masks[..., 0]] = 2
+  labels[masks[..., 1]] = 1
+  labels[masks[..., 2]] = 3 if scheme == "brats2023" else 4
+  return labels
+
+
+def truth_masks(unified, task):
+  """The unified label map [S, H, W] as region masks [S, H, W, K]."""
+  regions = [unified > 0]
+  if task == "regions":
+    regions += [np.isin(unified, (1, 3)), unified == 3]
+  return np.stack(regions, axis=-1)
+
+
+def require_brain(segmentation, path):
+  if segmentation is None:
+    raise BadInputError(path, "no slice contains brain")
+  return segmentation

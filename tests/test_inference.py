@@ -1,0 +1,144 @@
+"""The shared inference path: TTA, ensembles, refusal of mismatched members, nested masks."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep import preprocessing
+from evaluation import inference
+from evaluation import postprocess
+from input_pipeline import augment
+from model import unet
+
+SIZE = 32
+
+
+def _save_run(run_dir, seed, recipe, task="whole_tumor"):
+  import keras
+  keras.utils.set_random_seed(seed)
+  config = unet.UNetConfig(image_size=recipe.image_size, channels=recipe.channels,
+                           num_outputs=1 if task == "whole_tumor" else 3, depth=2,
+                           base_filters=4, dropout=0.0)
+  model = unet.build_unet(config)
+  os.makedirs(run_dir, exist_ok=True)
+  model.save(os.path.join(run_dir, inference.MODEL_FILE))
+  with open(os.path.join(run_dir, inference.DATASET_INFO), "w") as f:
+    json.dump({"task": task, "preprocessing": recipe.to_json(), "val_fold": 1,
+               "train_folds": [0, 2]}, f)
+  return model
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("runs")
+  recipe = preprocessing.Recipe(image_size=SIZE)
+  _save_run(str(root / "fold0"), 0, recipe)
+  _save_run(str(root / "fold1"), 1, recipe)
+  _save_run(str(root / "context"), 2, preprocessing.Recipe(image_size=SIZE, context_slices=1))
+  return root
+
+
+def _images(count=5, channels=1):
+  rng = np.random.default_rng(3)
+  return rng.normal(size=(count, SIZE, SIZE, channels)).astype(np.float32)
+
+
+def test_inverse_symmetric_undoes_each_symmetry():
+  x = _images(2, 3)
+  for index in range(augment.NUM_SYMMETRIES):
+    back = inference.inverse_symmetric(augment.symmetric(tf.constant(x), index), index)
+    np.testing.assert_array_equal(np.asarray(back), x)
+
+
+def test_tta_is_the_mean_of_the_eight_transformed_and_transformed_back_predictions(runs):
+  members = inference.load_members([str(runs / "fold0")])
+  model = members[0].model
+  images = _images()
+  expected = np.mean([np.asarray(inference.inverse_symmetric(
+      model.predict_on_batch(np.asarray(augment.symmetric(tf.constant(images), i))), i))
+      for i in range(augment.NUM_SYMMETRIES)], axis=0)
+  mean, spread = inference.Segmenter(members, tta=True).network_probabilities(images)
+  np.testing.assert_allclose(mean, expected, atol=1e-6)
+  assert spread is not None and spread.shape == mean.shape and (spread > 0).any()
+  plain, no_spread = inference.Segmenter(members, tta=False).network_probabilities(images)
+  np.testing.assert_allclose(plain, model.predict_on_batch(images), atol=1e-6)
+  assert no_spread is None
+  assert np.abs(plain - mean).max() > 1e-4  # a random model is not symmetric
+
+
+def test_an_ensemble_of_a_model_with_itself_equals_the_model(runs):
+  one = inference.Segmenter(inference.load_members([str(runs / "fold0")]))
+  twice = inference.Segmenter(inference.load_members([str(runs / "fold0"), str(runs / "fold0")]))
+  images = _images()
+  np.testing.assert_allclose(twice.network_probabilities(images)[0],
+                             one.network_probabilities(images)[0], atol=1e-6)
+
+
+def test_a_cross_validation_folder_is_an_ensemble_of_its_folds(runs, tmp_path):
+  cv = tmp_path / "cv"
+  cv.mkdir()
+  for fold in ("fold0", "fold1"):
+    os.symlink(runs / fold, cv / fold)
+  members = inference.load_members([str(cv)])
+  assert [os.path.basename(m.path) for m in members] == ["fold0", "fold1"]
+  images = _images()
+  ensemble = inference.Segmenter(members).network_probabilities(images)[0]
+  separate = [inference.Segmenter([m]).network_probabilities(images)[0] for m in members]
+  np.testing.assert_allclose(ensemble, np.mean(separate, axis=0), atol=1e-6)
+
+
+def test_members_prepared_differently_are_refused_in_one_line(runs):
+  with pytest.raises(inference.EvaluationError) as error:
+    inference.load_members([str(runs / "fold0"), str(runs / "context")])
+  message = str(error.value)
+  assert "context" in message and "preprocessing" in message and "\n" not in message
+
+
+def test_rules_recorded_with_a_model_are_applied(runs, tmp_path):
+  rules = inference.InferenceRules(tta=False, postprocessing=postprocess.PostProcessing(
+      min_component_voxels=5))
+  run = tmp_path / "run"
+  os.symlink(runs / "fold0", run)
+  (runs / "fold0" / inference.INFERENCE_RULES).write_text(json.dumps(rules.to_json()))
+  try:
+    segmenter = inference.build_segmenter([str(run)])
+    assert not segmenter.tta and segmenter.postprocessing.min_component_voxels == 5
+    assert inference.build_segmenter([str(run)], tta="true").tta
+  finally:
+    os.remove(runs / "fold0" / inference.INFERENCE_RULES)
+  assert inference.build_segmenter([str(run)]).tta == inference.DEFAULT_TTA
+
+
+def test_segment_pastes_back_into_the_source_grid(runs):
+  segmenter = inference.Segmenter(inference.load_members([str(runs / "context")]), tta=False)
+  image = np.zeros((6, 60, 50, 1), np.float32)
+  image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
+  result = segmenter.segment(image, None, "nifti")
+  assert result.probability.shape == (6, 60, 50, 1) and result.masks.shape == (6, 60, 50, 1)
+  assert not result.probability[0].any()  # no brain on slice 0: nothing predicted there
+  box = result.slices.crop
+  outside = np.ones((60, 50), bool)
+  outside[max(box.row, 0):box.row + box.size, max(box.column, 0):box.column + box.size] = False
+  assert not result.probability[:, outside].any()
+  assert segmenter.segment(np.zeros((3, 20, 20, 1), np.float32), None, "nifti") is None
+
+
+def test_region_masks_are_nested_and_label_maps_follow_the_scheme():
+  probability = np.zeros((1, 3, 3, 3), np.float32)
+  probability[0, 0, 0] = (0.9, 0.9, 0.9)  # ET inside TC inside WT
+  probability[0, 0, 1] = (0.2, 0.9, 0.9)  # core outside the whole tumour: dropped
+  probability[0, 0, 2] = (0.9, 0.2, 0.9)  # ET outside the core: dropped
+  probability[0, 1, 0] = (0.9, 0.9, 0.1)  # necrotic core
+  probability[0, 1, 1] = (0.9, 0.1, 0.1)  # edema
+  masks = inference.region_masks(probability, "regions", postprocess.PostProcessing())
+  assert (masks[..., 2] <= masks[..., 1]).all() and (masks[..., 1] <= masks[..., 0]).all()
+  labels = inference.label_map(masks, "regions", "brats2018")
+  assert labels[0, 0].tolist() == [4, 0, 2] and labels[0, 1].tolist() == [1, 2, 0]
+  assert inference.label_map(masks, "regions", "brats2023")[0, 0, 0] == 3
+  unified = np.array([[[0, 1, 2, 3]]], np.uint8)
+  truth = inference.truth_masks(unified, "regions")
+  assert truth[0, 0].tolist() == [[False] * 3, [True, True, False], [True, False, False],
+                                  [True, True, True]]

@@ -46,7 +46,7 @@ def _write_nifti(path, data_hwd, affine, header, dtype=np.uint8):
   atomic.write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6))
 
 
-def _volume_grid(volume, stacked):
+def volume_grid(volume, stacked):
   """Stacked slices [S, H, W, ...] -> the source volume's [D, H, W, ...] (missing slices 0)."""
   depth = volume.source_shape[2] if len(volume.source_shape) == 3 else stacked.shape[0]
   full = np.zeros((depth,) + stacked.shape[1:], stacked.dtype)
@@ -54,7 +54,7 @@ def _volume_grid(volume, stacked):
   return full
 
 
-def _write_volume(path, volume, data_dhw, dtype):
+def write_volume(path, volume, data_dhw, dtype):
   _write_nifti(path, np.moveaxis(data_dhw, 0, 2).astype(dtype),
                volume.affine if volume.affine is not None else BRATS_AFFINE, volume.header, dtype)
 
@@ -65,16 +65,16 @@ def predict_case(segmenter, source, output_dir, *, gif=True, save_probabilities=
   segmentation = inference.require_brain(
       segmenter.segment(volume.image, volume.labels, source.format), volume.source_files[0]["path"])
   labels = inference.label_map(segmentation.masks, segmenter.task, source.label_scheme)
-  volume_labels = _volume_grid(volume, labels)
+  volume_labels = volume_grid(volume, labels)
   os.makedirs(output_dir, exist_ok=True)
   output_path = os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz")
-  _write_volume(output_path, volume, volume_labels, np.uint8)
+  write_volume(output_path, volume, volume_labels, np.uint8)
   if save_probabilities:
-    _write_volume(os.path.join(output_dir, f"{source.patient_id}_prob.nii.gz"), volume,
-                  _volume_grid(volume, segmentation.probability), np.float32)
+    write_volume(os.path.join(output_dir, f"{source.patient_id}_prob.nii.gz"), volume,
+                  volume_grid(volume, segmentation.probability), np.float32)
     if segmentation.spread is not None:
-      _write_volume(os.path.join(output_dir, f"{source.patient_id}_uncertainty.nii.gz"), volume,
-                    _volume_grid(volume, segmentation.spread), np.float32)
+      write_volume(os.path.join(output_dir, f"{source.patient_id}_uncertainty.nii.gz"), volume,
+                    volume_grid(volume, segmentation.spread), np.float32)
 
   gif_path = None
   if gif:

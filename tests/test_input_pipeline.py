@@ -53,9 +53,8 @@ def test_round_trip_from_source_to_batches(data_dir):
     patient = synthetic.make_patient(11, number, num_slices=NUM_SLICES)
     flair = np.transpose(patient.volumes["flair"], (2, 0, 1))[..., None]
     seg = np.transpose(patient.seg, (2, 0, 1))
-    expected = preprocessing.preprocess_volume(
-        flair, np.where(seg == 4, 3, seg), image_size=SIZE,
-        normalization=preprocessing.Normalization("volume"))
+    expected = preprocessing.Recipe(image_size=SIZE).preprocess(
+        flair, np.where(seg == 4, 3, seg), "nifti")
     for image, label, k in zip(expected.images, expected.labels, expected.slice_indices):
       got_image, got_target = examples[(f"BraTS20_Training_{number:03d}", int(k))]
       assert got_image.dtype == np.float32 and got_image.shape == (SIZE, SIZE, 1)

@@ -95,10 +95,10 @@ def _folds_to_score(segmenter):
   if _FOLD.value < 0:
     return None
   for member in segmenter.members:
-    trained = member.info.get("train_folds")
-    if trained is None and member.info.get("val_fold") is None and "train_folds" in member.info:
-      trained = "every fold"
-    if trained == "every fold" or (trained and _FOLD.value in trained):
+    if "train_folds" not in member.info:
+      continue  # a model from before dataset.json recorded its folds
+    trained = member.info["train_folds"]  # None: every fold
+    if trained is None or _FOLD.value in trained:
       logging.warning("%s trained on fold %d: its scores there are not a validation",
                       member.path, _FOLD.value)
   return [_FOLD.value]

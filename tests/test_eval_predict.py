@@ -175,3 +175,28 @@ def test_eval_falls_back_to_the_stored_grid_when_sources_are_gone(trained, tmp_p
   strict = _run("eval_main.py", f"--data_dir={moved}", f"--model_dir={trained / 'run'}",
                 "--fold=-1", f"--output_dir={tmp_path / 'e2'}", "--grid=source")
   assert strict.returncode == 1 and "are gone" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_eval_scores_the_validation_fold_by_default_and_warns_on_a_training_fold(trained,
+                                                                                 tmp_path):
+  run = tmp_path / "run"
+  shutil.copytree(trained / "run", run, ignore=shutil.ignore_patterns("tensorboard", "backup"))
+  info = json.loads((run / "dataset.json").read_text())
+  folds = sorted({e["fold"] for m in (trained / "tfrecords").glob("*/manifest.json")
+                  for e in json.loads(m.read_text())["patients"].values()})
+  info.update(val_fold=folds[0], train_folds=folds[1:])
+  (run / "dataset.json").write_text(json.dumps(info))
+  default = _run("eval_main.py", f"--data_dir={trained / 'tfrecords'}", f"--model_dir={run}",
+                 f"--output_dir={tmp_path / 'e1'}", "--gif=none", "--nooverlays", "--tta=false")
+  assert default.returncode == 0, default.stderr[-3000:]
+  with open(tmp_path / "e1" / "per_patient.csv") as f:
+    scored = {r["patient_id"] for r in csv.DictReader(f)}
+  manifests = [json.loads(m.read_text()) for m in (trained / "tfrecords").glob("*/manifest.json")]
+  assert scored == {pid for m in manifests for pid, e in m["patients"].items()
+                    if e["fold"] == folds[0]}
+  assert "trained on fold" not in default.stderr
+  trained_fold = _run("eval_main.py", f"--data_dir={trained / 'tfrecords'}", f"--model_dir={run}",
+                      f"--fold={folds[1]}", f"--output_dir={tmp_path / 'e2'}", "--gif=none",
+                      "--nooverlays", "--tta=false")
+  assert trained_fold.returncode == 0, trained_fold.stderr[-3000:]
+  assert f"trained on fold {folds[1]}" in trained_fold.stderr

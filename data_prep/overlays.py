@@ -55,3 +55,21 @@ def save_png(path, rgb, scale=1):
   if scale > 1:
     rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
   atomic.write_bytes(path, encode_png(rgb))
+
+
+TRUTH_COLOR = (40, 220, 40)
+PREDICTION_COLOR = (230, 40, 40)
+AGREEMENT_COLOR = (250, 230, 40)
+
+
+def overlay_rgb(image, truth, prediction, scale=1):
+  """One slice: grey MRI [H, W], green truth only, red prediction only, yellow both."""
+  rgb = to_grey_rgb(image)
+  truth = np.zeros(image.shape, bool) if truth is None else np.asarray(truth, bool)
+  prediction = np.asarray(prediction, bool)
+  rgb = blend(rgb, truth & ~prediction, TRUTH_COLOR)
+  rgb = blend(rgb, prediction & ~truth, PREDICTION_COLOR)
+  rgb = blend(rgb, truth & prediction, AGREEMENT_COLOR)
+  if scale > 1:
+    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+  return rgb

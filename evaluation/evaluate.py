@@ -315,8 +315,8 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
       with np.load(os.path.join(scratch, f"{patient_id}.npz")) as data:
         area = (data["truth"] | data["prediction"]).sum(axis=(1, 2))
         i = int(np.argmax(area))
-        picture = pictures.overlay_rgb(data["image"][i].astype(np.float32), data["truth"][i],
-                                       data["prediction"][i], scale=2)
+        picture = overlays_lib.overlay_rgb(data["image"][i].astype(np.float32),
+                                           data["truth"][i], data["prediction"][i], scale=2)
         name = f"{rank}_{patient_id}_slice{int(data['slice_index'][i]):03d}.png"
       overlays_lib.save_png(os.path.join(output_dir, "overlays", name), picture)
   if gif_patients:

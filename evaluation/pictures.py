@@ -1,4 +1,5 @@
-"""Overlays (grey MRI, green truth, red prediction, yellow overlap) and GIFs through a volume."""
+"""GIFs through a volume, each frame a `data_prep.overlays.overlay_rgb` (grey MRI, green truth,
+red prediction, yellow overlap)."""
 
 import io
 
@@ -7,23 +8,6 @@ from PIL import Image
 
 from data_prep import atomic
 from data_prep import overlays
-
-TRUTH_COLOR = (40, 220, 40)
-PREDICTION_COLOR = (230, 40, 40)
-AGREEMENT_COLOR = (250, 230, 40)
-
-
-def overlay_rgb(image, truth, prediction, scale=1):
-  """One slice: grey MRI [H, W], green truth only, red prediction only, yellow both."""
-  rgb = overlays.to_grey_rgb(image)
-  truth = np.zeros(image.shape, bool) if truth is None else np.asarray(truth, bool)
-  prediction = np.asarray(prediction, bool)
-  rgb = overlays.blend(rgb, truth & ~prediction, TRUTH_COLOR)
-  rgb = overlays.blend(rgb, prediction & ~truth, PREDICTION_COLOR)
-  rgb = overlays.blend(rgb, truth & prediction, AGREEMENT_COLOR)
-  if scale > 1:
-    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
-  return rgb
 
 
 def save_gif(path, frames, milliseconds_per_frame=100):
@@ -37,6 +21,6 @@ def save_gif(path, frames, milliseconds_per_frame=100):
 
 def volume_gif(path, images, truth, prediction, scale=2):
   """GIF of every slice in order: images [S, H, W], truth (or None) and prediction [S, H, W]."""
-  frames = [overlay_rgb(images[i], None if truth is None else truth[i], prediction[i], scale)
+  frames = [overlays.overlay_rgb(images[i], None if truth is None else truth[i], prediction[i], scale)
             for i in range(len(images))]
   save_gif(path, frames)

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evaluation.pictures import overlay_rgb
+from data_prep.overlays import overlay_rgb
 
 
 class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -43,7 +43,8 @@ _SAVE_PREDICTIONS = flags.DEFINE_bool("save_predictions", False, "Also write "
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Slices per prediction batch.")
 
 flags.register_validator("gif_scale", lambda n: 1 <= n <= 8, "--gif_scale must lie in 1..8")
-flags.register_validator("fold", lambda n: n is None or n >= -1, "--fold must be -1 or a fold number")
+flags.register_validator("fold", lambda n: n is None or n >= -1,
+                         "--fold must be -1 or a fold number")
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("data_dir", lambda p: "://" in p or os.path.isdir(p),
                          "--data_dir must be an existing folder")

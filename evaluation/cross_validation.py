@@ -97,7 +97,8 @@ def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, ba
                           segmentation.probability, truth, spacing, diagonal)
     for condition in stress:
       from evaluation import site_shift  # numpy only; imported when a stress test runs
-      perturbed = site_shift.perturb(volume.image, condition, evaluate._seed(patient_id, condition))
+      seed = evaluate.stress_seed(patient_id, condition)
+      perturbed = site_shift.perturb(volume.image, condition, seed)
       shifted = plain.segment(perturbed, None, source.format)
       score(np.zeros_like(truth) if shifted is None else shifted.masks, f"stress:{condition}")
     if progress:

@@ -112,7 +112,8 @@ def source_of(entry, source_format):
   return sources_lib.source_of_files(source_format, paths)
 
 
-def _seed(patient_id, condition):
+def stress_seed(patient_id, condition):
+  """The same perturbation of a patient in every run (and in eval and cross-validation)."""
   return int.from_bytes(hashlib.sha256(f"{patient_id}/{condition}".encode()).digest()[:4], "little")
 
 
@@ -216,7 +217,7 @@ def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, prog
     diagonal = volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm)
     for condition in stress:
       from evaluation import site_shift  # numpy only; imported when a stress test runs
-      perturbed = site_shift.perturb(volume.image, condition, _seed(patient_id, condition))
+      perturbed = site_shift.perturb(volume.image, condition, stress_seed(patient_id, condition))
       shifted = segmenter.segment(perturbed, None, source.format)
       masks = (np.zeros_like(truth) if shifted is None else shifted.masks)
       for region, scores in zip(regions, _score_masks(truth, masks, spacing, diagonal, regions)):
@@ -258,7 +259,8 @@ def _stress_metrics(stress_rows, regions):
   for condition in dict.fromkeys(r["condition"] for r in stress_rows):
     summary[condition] = {}
     for region in regions:
-      dice = [r["dice"] for r in stress_rows if r["condition"] == condition and r["region"] == region]
+      dice = [r["dice"] for r in stress_rows
+              if r["condition"] == condition and r["region"] == region]
       summary[condition][region] = {"dice_mean": round(float(np.mean(dice)), 6),
                                     "dice_median": round(float(np.median(dice)), 6),
                                     "dice_worst": round(float(np.min(dice)), 6)}

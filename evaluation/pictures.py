@@ -21,6 +21,7 @@ def save_gif(path, frames, milliseconds_per_frame=100):
 
 def volume_gif(path, images, truth, prediction, scale=2):
   """GIF of every slice in order: images [S, H, W], truth (or None) and prediction [S, H, W]."""
-  frames = [overlays.overlay_rgb(images[i], None if truth is None else truth[i], prediction[i], scale)
+  frames = [overlays.overlay_rgb(images[i], None if truth is None else truth[i], prediction[i],
+                                 scale)
             for i in range(len(images))]
   save_gif(path, frames)

@@ -229,8 +229,7 @@ def context_stack(images, centres, context_slices):
   neighbours = np.clip(centres[:, None] + offsets[None, :], 0, images.shape[0] - 1)  # [N, 2k+1]
   stacked = images[neighbours]  # [N, 2k+1, H, W, C]
   stacked = np.moveaxis(stacked, 1, 3)  # [N, H, W, 2k+1, C]
-  return stacked.reshape(stacked.shape[:3] + (-1,) if len(stacked) else
-                         stacked.shape[:3] + (stacked.shape[3] * stacked.shape[4],))
+  return stacked.reshape(stacked.shape[:3] + (stacked.shape[3] * stacked.shape[4],))
 
 
 def preprocess_volume(image, labels, *, image_size, normalization, crop="none",

@@ -17,8 +17,6 @@ import platform
 import numpy as np
 
 from data_prep import atomic
-from data_prep import readers
-from data_prep.errors import BadInputError
 from evaluation import evaluate
 from evaluation import inference
 from evaluation import postprocess
@@ -32,15 +30,11 @@ PLAIN, TTA = "plain", "tta"
 def cpu_model():
   """CPU name and vector width: the same training runs 2-3x slower without AVX-512."""
   name, flags = platform.processor() or "unknown CPU", ""
-  try:
+  if os.path.isfile("/proc/cpuinfo"):
     with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name") and name == (platform.processor() or "unknown CPU"):
-          name = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-          flags = line
-  except OSError:
-    pass
+      lines = f.read().splitlines()
+    name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), name)
+    flags = next((l for l in lines if l.startswith("flags")), "")
   return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"
 
 
@@ -61,46 +55,33 @@ def _load_probabilities(path):
 def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, batch_size=32):
   """Scores fold `fold` with `members`; writes and returns the fold's rows."""
   from input_pipeline import manifests
-  plain = inference.Segmenter(members, tta=False, batch_size=batch_size)
-  tta = inference.Segmenter(members, tta=True, batch_size=batch_size)
+  segmenter = inference.Segmenter(members, tta=True, batch_size=batch_size)
+  without_tta = inference.Segmenter(members, tta=False, batch_size=batch_size)
   layout = manifests.load_layout(data_dir, [fold])
-  formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
-  regions = decode.REGION_NAMES[plain.task]
+  regions = decode.REGION_NAMES[segmenter.task]
   probabilities_dir = os.path.join(run_dir, "cv_probabilities")
   os.makedirs(probabilities_dir, exist_ok=True)
   rows = []
-  for patient_id, entry in sorted(layout.patients.items()):
-    source = evaluate.source_of(entry, formats[entry["drop"]])
+  for patient_id, source in evaluate.patient_sources(layout).items():
     if source is None:
       raise inference.EvaluationError(f"{patient_id}: its source files are gone; cross-validation "
                                       "scores on the source grid only")
-    try:
-      volume = readers.read_patient(source, plain.recipe.modalities)
-    except BadInputError as error:
-      raise inference.EvaluationError(str(error)) from None
-    truth = inference.truth_masks(volume.labels, plain.task)
-    row_mm, column_mm, slice_mm = volume.spacing_mm
-    spacing = (slice_mm, row_mm, column_mm)
-    diagonal = volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm)
+    case = evaluate.read_scored_case(patient_id, source, segmenter.recipe, segmenter.task)
 
     def score(masks, variant):
-      for k, region in enumerate(regions):
-        result = volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal)
+      for region, result in zip(regions, case.score(masks)):
         rows.append({"patient_id": patient_id, "fold": fold, "variant": variant,
-                     "region": region, "dice": result.dice, "hd95_mm": result.hd95_mm,
-                     "gt_voxels": result.gt_voxels, "pred_voxels": result.pred_voxels})
+                     "region": region, **{k: result[k] for k in
+                                          ("dice", "hd95_mm", "gt_voxels", "pred_voxels")}})
 
-    for variant, segmenter in ((PLAIN, plain), (TTA, tta)):
-      segmentation = segmenter.segment(volume.image, None, source.format)
+    plain, tta = segmenter.segment_with_and_without_tta(case.volume.image, source.format)
+    for variant, segmentation in ((PLAIN, plain), (TTA, tta)):
       score(segmentation.masks, variant)
       _save_probabilities(os.path.join(probabilities_dir, f"{patient_id}_{variant}.npz"),
-                          segmentation.probability, truth, spacing, diagonal)
-    for condition in stress:
-      from evaluation import site_shift  # numpy only; imported when a stress test runs
-      seed = evaluate.stress_seed(patient_id, condition)
-      perturbed = site_shift.perturb(volume.image, condition, seed)
-      shifted = plain.segment(perturbed, None, source.format)
-      score(np.zeros_like(truth) if shifted is None else shifted.masks, f"stress:{condition}")
+                          segmentation.probability, case.truth, case.spacing, case.diagonal)
+    for condition in stress:  # the stress test runs without TTA
+      shifted = without_tta.segment(case.perturbed(condition), None, source.format)
+      score(np.zeros_like(case.truth) if shifted is None else shifted.masks, f"stress:{condition}")
     if progress:
       dice = {r["variant"]: r["dice"] for r in rows
               if r["patient_id"] == patient_id and r["region"] == regions[0]}

@@ -112,14 +112,55 @@ def source_of(entry, source_format):
   return sources_lib.source_of_files(source_format, paths)
 
 
+def patient_sources(layout):
+  """{patient_id: PatientSource or None (files gone)} for the patients of `layout`."""
+  formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
+  return {pid: source_of(entry, formats[entry["drop"]])
+          for pid, entry in sorted(layout.patients.items())}
+
+
 def stress_seed(patient_id, condition):
   """The same perturbation of a patient in every run (and in eval and cross-validation)."""
   return int.from_bytes(hashlib.sha256(f"{patient_id}/{condition}".encode()).digest()[:4], "little")
 
 
-def _score_masks(truth, masks, spacing, diagonal, regions):
+def score_regions(truth, masks, spacing, diagonal):
+  """One dict of `volume_metrics.VolumeScores` fields per region (last axis)."""
   return [dataclasses.asdict(volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal))
-          for k in range(len(regions))]
+          for k in range(truth.shape[-1])]
+
+
+@dataclasses.dataclass
+class ScoredCase:
+  """A patient read from its source files, with what scoring on its grid needs."""
+  patient_id: str
+  volume: object  # readers.PatientVolume
+  truth: np.ndarray  # bool [S, H, W, K]
+  spacing: tuple  # mm per (slice, row, column), the arrays' axis order
+  diagonal: float  # HD95 when exactly one mask is empty
+
+  def score(self, masks):
+    return score_regions(self.truth, masks, self.spacing, self.diagonal)
+
+  def perturbed(self, condition):
+    """The source image after a site-like change (the stress test), the same in every run."""
+    from evaluation import site_shift  # numpy only; imported when a stress test runs
+    return site_shift.perturb(self.volume.image, condition,
+                              stress_seed(self.patient_id, condition))
+
+
+def read_scored_case(patient_id, source, recipe, task):
+  """Reads a patient's source files for scoring; bad or unlabelled files are one-line errors."""
+  try:
+    volume = readers.read_patient(source, recipe.modalities)
+  except BadInputError as error:
+    raise EvaluationError(str(error)) from None
+  if volume.labels is None:
+    raise EvaluationError(f"{source.paths[0]}: {patient_id} has no segmentation to score against")
+  row, column, depth = volume.spacing_mm
+  return ScoredCase(patient_id, volume, inference.truth_masks(volume.labels, task),
+                    (depth, row, column),
+                    volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm))
 
 
 def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlays=True,
@@ -148,9 +189,7 @@ def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlay
               else f"the model was trained on {segmenter.recipe.to_json()}, {data_dir} holds "
                    f"{layout.preprocessing}")
     raise EvaluationError(detail)
-  formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
-  sources = {pid: source_of(entry, formats[entry["drop"]])
-             for pid, entry in sorted(layout.patients.items())}
+  sources = patient_sources(layout)
   gone = [pid for pid, source in sources.items() if source is None]
   if grid == "source" and gone:
     raise EvaluationError(f"source files of {len(gone)} patients are gone (first: {gone[0]})")
@@ -203,35 +242,26 @@ def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, prog
   recipe = segmenter.recipe
   for patient_id, source in tqdm.tqdm(sources.items(), unit="patient", desc="evaluating",
                                       disable=not progress):
-    try:
-      volume = readers.read_patient(source, recipe.modalities)
-    except BadInputError as error:
-      raise EvaluationError(str(error)) from None
-    if volume.labels is None:
-      raise EvaluationError(f"{source.paths[0]}: {patient_id} has no segmentation to score against")
+    case = read_scored_case(patient_id, source, recipe, segmenter.task)
+    volume = case.volume
     segmentation = inference.require_brain(
         segmenter.segment(volume.image, volume.labels, source.format), source.paths[0])
-    truth = inference.truth_masks(volume.labels, segmenter.task)
-    row, column, depth = volume.spacing_mm
-    spacing = (depth, row, column)  # arrays are [slice, row, column]
-    diagonal = volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm)
     for condition in stress:
-      from evaluation import site_shift  # numpy only; imported when a stress test runs
-      perturbed = site_shift.perturb(volume.image, condition, stress_seed(patient_id, condition))
-      shifted = segmenter.segment(perturbed, None, source.format)
-      masks = (np.zeros_like(truth) if shifted is None else shifted.masks)
-      for region, scores in zip(regions, _score_masks(truth, masks, spacing, diagonal, regions)):
+      shifted = segmenter.segment(case.perturbed(condition), None, source.format)
+      masks = np.zeros_like(case.truth) if shifted is None else shifted.masks
+      for region, scores in zip(regions, case.score(masks)):
         stress_rows.append({"patient_id": patient_id, "condition": condition, "region": region,
                             "dice": scores["dice"], "hd95_mm": scores["hd95_mm"]})
     flair = volume.image[..., recipe.modalities.index("flair") if "flair" in recipe.modalities
                          else 0]
     yield {"patient_id": patient_id, "slices": len(volume.slice_indices),
-           "scores": _score_masks(truth, segmentation.masks, spacing, diagonal, regions),
-           "probability": segmentation.probability, "target": truth,
+           "scores": case.score(segmentation.masks),
+           "probability": segmentation.probability, "target": case.truth,
            "slice_index": volume.slice_indices,
            "picture": _picture(flair / max(float(np.percentile(flair[flair > 0], 99.5))
                                            if (flair > 0).any() else 1.0, 1e-6),
-                               truth[..., 0], segmentation.masks[..., 0], volume.slice_indices)}
+                               case.truth[..., 0], segmentation.masks[..., 0],
+                               volume.slice_indices)}
 
 
 def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, progress):
@@ -247,7 +277,7 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
     predicted = inference.region_masks(np.where(predicted, 1.0, 0.0), task,
                                        segmenter.postprocessing)
     yield {"patient_id": stack.patient_id, "slices": len(stack.slice_indices),
-           "scores": _score_masks(truth, predicted, voxel, diagonal, regions),
+           "scores": score_regions(truth, predicted, voxel, diagonal),
            "probability": stack.probability, "target": stack.target,
            "slice_index": stack.slice_indices,
            "picture": _picture(stack.images[..., centre], stack.target[..., 0] > 0,

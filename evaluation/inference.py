@@ -18,9 +18,10 @@ from data_prep.errors import BadInputError
 from evaluation import postprocess
 from input_pipeline import augment
 from input_pipeline import decode
+from training import trainer as trainer_lib
 
 THRESHOLD = 0.5
-DATASET_INFO = "dataset.json"  # written by the trainer beside best_model.keras
+DATASET_INFO = trainer_lib.DATASET_INFO  # written by the trainer beside best_model.keras
 MODEL_FILE = "best_model.keras"
 # Inference rules chosen by cross-validation, beside a run or a cross-validation folder.
 INFERENCE_RULES = "inference.json"
@@ -60,10 +61,9 @@ def read_info(model_dir):
 
 
 def default_info(model):
-  """For a bare model file: FLAIR whole slices, the converter's old rule."""
-  channels = model.input_shape[-1]
-  recipe = preprocessing.Recipe(image_size=model.input_shape[1], modalities=("flair",) * channels,
-                                crop="none")
+  """For a bare model file: FLAIR whole slices, the converter's old rule (a model taking
+  other channels is then refused by `Segmenter` in one line)."""
+  recipe = preprocessing.Recipe(image_size=model.input_shape[1], crop="none")
   return {"task": task_of(model), "preprocessing": recipe.to_json(), "val_fold": None}
 
 
@@ -188,40 +188,60 @@ class Segmenter:
                                       np.float32)
                            for i in range(0, len(images), self.batch_size)])
 
-  def network_probabilities(self, images):
-    """(mean, std or None) over members and, with TTA, the 8 symmetries: [N, size, size, K]."""
+  def _views(self, images):
+    """Each member's probabilities [N, size, size, K] for each view (identity first; with TTA
+    the 8 symmetries, transformed back), as {(member, symmetry): probability}."""
     symmetries = range(augment.NUM_SYMMETRIES) if self.tta else (0,)
-    total = squares = None
-    count = 0
-    for member in self.members:
+    views = {}
+    for m, member in enumerate(self.members):
       for index in symmetries:
         view = images if index == 0 else symmetric(images, index)
         probability = self._predict(member.model, view)
-        if index:
-          probability = np.asarray(inverse_symmetric(probability, index))
-        total = probability if total is None else total + probability
-        squares = probability ** 2 if squares is None else squares + probability ** 2
-        count += 1
-    mean = total / count
-    spread = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0)) if count > 1 else None
-    return mean, spread
+        views[m, index] = probability if index == 0 else np.asarray(
+            inverse_symmetric(probability, index))
+    return views
+
+  @staticmethod
+  def _mean_and_spread(probabilities):
+    stack = np.stack(probabilities)
+    return stack.mean(axis=0), (stack.std(axis=0) if len(stack) > 1 else None)
+
+  def network_probabilities(self, images):
+    """(mean, std or None) over members and, with TTA, the 8 symmetries: [N, size, size, K]."""
+    return self._mean_and_spread(list(self._views(images).values()))
+
+  def _on_source_grid(self, image, slices, mean, spread):
+    height, width = image.shape[1:3]
+
+    def paste(values):
+      full = np.zeros(image.shape[:3] + (values.shape[-1],), np.float32)
+      full[slices.slice_indices] = preprocessing.paste_back(values, slices.crop, height, width)
+      return full
+
+    probability = paste(mean)
+    masks = region_masks(probability, self.task, self.postprocessing)
+    return CaseSegmentation(probability, masks, None if spread is None else paste(spread), mean,
+                            slices)
 
   def segment(self, image, labels, source_format):
     """Segments one volume image [S, H, W, C] (raw intensities, slices first)."""
     slices = self.recipe.preprocess(image, labels, source_format)
     if not len(slices.slice_indices):
       return None
-    mean, spread = self.network_probabilities(slices.images)
-    height, width = image.shape[1:3]
-    probability = np.zeros(image.shape[:3] + (mean.shape[-1],), np.float32)
-    probability[slices.slice_indices] = preprocessing.paste_back(mean, slices.crop, height, width)
-    full_spread = None
-    if spread is not None:
-      full_spread = np.zeros_like(probability)
-      full_spread[slices.slice_indices] = preprocessing.paste_back(spread, slices.crop, height,
-                                                                   width)
-    masks = region_masks(probability, self.task, self.postprocessing)
-    return CaseSegmentation(probability, masks, full_spread, mean, slices)
+    return self._on_source_grid(image, slices, *self.network_probabilities(slices.images))
+
+  def segment_with_and_without_tta(self, image, source_format):
+    """(without TTA, with TTA) from one preparation and one pass per view: the identity view
+    of each member is the prediction without TTA. Needs a Segmenter with `tta`."""
+    if not self.tta:
+      raise ValueError("segment_with_and_without_tta needs a Segmenter with tta=True")
+    slices = self.recipe.preprocess(image, None, source_format)
+    if not len(slices.slice_indices):
+      return None, None
+    views = self._views(slices.images)
+    identity = [p for (_, index), p in views.items() if index == 0]
+    return (self._on_source_grid(image, slices, *self._mean_and_spread(identity)),
+            self._on_source_grid(image, slices, *self._mean_and_spread(list(views.values()))))
 
 
 def build_segmenter(model_dirs=(), model_paths=(), *, tta="auto", batch_size=32):

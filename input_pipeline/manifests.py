@@ -106,7 +106,7 @@ def load_layout(data_dir, folds=None, drops=None):
     manifest["preprocessing"] = _recipe_json(manifest)
     layout = tuple(_hashable(manifest[k]) for k in layout_keys)
     if reference is None:
-      reference = (name, layout)
+      reference = (name, layout, manifest["preprocessing"])
     elif layout != reference[1]:
       raise DataError(f"{path}: drop layout {dict(zip(layout_keys, layout))} differs from drop "
                       f"{reference[0]} {dict(zip(layout_keys, reference[1]))}; pass --drops")
@@ -117,7 +117,7 @@ def load_layout(data_dir, folds=None, drops=None):
       if folds is None or shard["fold"] in folds:
         shards.append(Shard(_join(path, shard["file"]), shard["fold"], shard["examples"]))
   image_size, channels, image_dtype, num_folds, modalities, _ = reference[1]
-  recipe = _recipe_json(_load(dict(available)[reference[0]]))
+  recipe = reference[2]
   for fold in sorted(folds or []):
     if not 0 <= fold < num_folds:
       raise DataError(f"{data_dir}: fold {fold} does not exist (the drops have {num_folds} folds)")

@@ -142,3 +142,15 @@ def test_region_masks_are_nested_and_label_maps_follow_the_scheme():
   truth = inference.truth_masks(unified, "regions")
   assert truth[0, 0].tolist() == [[False] * 3, [True, True, False], [True, False, False],
                                   [True, True, True]]
+
+
+def test_one_pass_with_and_without_tta_equals_two_segmenters(runs):
+  members = inference.load_members([str(runs / "context")])
+  image = np.zeros((6, 60, 50, 1), np.float32)
+  image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
+  plain, tta = inference.Segmenter(members, tta=True).segment_with_and_without_tta(image, "nifti")
+  for got, segmenter in ((plain, inference.Segmenter(members, tta=False)),
+                         (tta, inference.Segmenter(members, tta=True))):
+    expected = segmenter.segment(image, None, "nifti")
+    np.testing.assert_allclose(got.probability, expected.probability, atol=1e-6)
+    np.testing.assert_array_equal(got.masks, expected.masks)

@@ -19,15 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
+from evaluation import model_flags
+
+flags.adopt_module_key_flags(model_flags)
+
 _DATA_DIR = flags.DEFINE_string("data_dir", "tfrecords", "Folder holding converted drops.")
 _DROPS = flags.DEFINE_list("drops", None, "Drops to evaluate (default: every complete drop).")
-_MODEL_DIR = flags.DEFINE_list("model_dir", None, "Training run folder(s) or a cross-validation "
-                               "folder; several are an ensemble.")
-_MODEL_PATH = flags.DEFINE_list("model_path", None, "Model file(s) instead of --model_dir.")
 _FOLD = flags.DEFINE_integer("fold", None, "Fold to score (default: the model's validation "
                              "fold); -1 scores every fold.")
-_TTA = flags.DEFINE_enum("tta", "auto", ["auto", "true", "false"], "Average over the 8 flips and "
-                         "90-degree rotations; auto: as recorded with the model.")
 _STRESS = flags.DEFINE_list("stress", [], "Also score each patient after these site-like "
                             "perturbations of its source volume ('all' for every one).")
 _GRID = flags.DEFINE_enum("grid", "auto", ["auto", "source", "stored"], "Score on the source "
@@ -49,9 +48,6 @@ flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be a
 flags.register_validator("data_dir", lambda p: "://" in p or os.path.isdir(p),
                          "--data_dir must be an existing folder")
 flags.register_multi_flags_validator(
-    ["model_dir", "model_path"], lambda f: bool(f["model_dir"] or f["model_path"]),
-    "give --model_dir or --model_path")
-flags.register_multi_flags_validator(
     ["model_dir", "output_dir"], lambda f: bool(f["model_dir"] or f["output_dir"]),
     "give --output_dir when there is no --model_dir")
 
@@ -61,7 +57,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from evaluation import evaluate
   from evaluation import inference
-  output_dir = _OUTPUT_DIR.value or os.path.join(_MODEL_DIR.value[0], "eval")
+  output_dir = _OUTPUT_DIR.value or os.path.join(model_flags.MODEL_DIR.value[0], "eval")
   stress = _STRESS.value
   if stress:
     from evaluation import site_shift
@@ -71,8 +67,7 @@ def main(argv):
       sys.exit(f"error: --stress: unknown perturbation {', '.join(unknown)} (known: "
                f"{', '.join(site_shift.PERTURBATIONS)}, all)")
   try:
-    segmenter = inference.build_segmenter(_MODEL_DIR.value or (), _MODEL_PATH.value or (),
-                                          tta=_TTA.value, batch_size=_BATCH_SIZE.value)
+    segmenter = model_flags.build_segmenter(_BATCH_SIZE.value)
     folds = _folds_to_score(segmenter)
     metrics = evaluate.evaluate(
         segmenter, _DATA_DIR.value, folds=folds, drops=_DROPS.value, output_dir=output_dir,

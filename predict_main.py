@@ -20,11 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
-_MODEL_DIR = flags.DEFINE_list("model_dir", None, "Training run folder(s) or a cross-validation "
-                               "folder; several are an ensemble.")
-_MODEL_PATH = flags.DEFINE_list("model_path", None, "Model file(s) instead of --model_dir.")
-_TTA = flags.DEFINE_enum("tta", "auto", ["auto", "true", "false"], "Average over the 8 flips and "
-                         "90-degree rotations; auto: as recorded with the model.")
+from evaluation import model_flags
+
+flags.adopt_module_key_flags(model_flags)
+
 _SAVE_PROBABILITIES = flags.DEFINE_bool("save_probabilities", False, "Also write "
                                         "<case>_prob.nii.gz and, for TTA or ensembles, "
                                         "<case>_uncertainty.nii.gz (std of the members).")
@@ -38,9 +37,6 @@ _STRICT = flags.DEFINE_bool("strict", False, "Stop with exit status 1 at the fir
 flags.mark_flags_as_required(["input", "output_dir"])
 flags.register_validator("input", lambda p: p is None or os.path.exists(p), "--input must exist")
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
-flags.register_multi_flags_validator(
-    ["model_dir", "model_path"], lambda f: bool(f["model_dir"] or f["model_path"]),
-    "give --model_dir or --model_path")
 
 
 def main(argv):
@@ -57,8 +53,7 @@ def main(argv):
           flush=True)
 
   try:
-    segmenter = inference.build_segmenter(_MODEL_DIR.value or (), _MODEL_PATH.value or (),
-                                          tta=_TTA.value, batch_size=_BATCH_SIZE.value)
+    segmenter = model_flags.build_segmenter(_BATCH_SIZE.value)
     print(f"{len(segmenter.members)} model(s), TTA {'on' if segmenter.tta else 'off'}, "
           f"post-processing: {segmenter.postprocessing.describe()}", flush=True)
     results, bad = predict.predict_all(

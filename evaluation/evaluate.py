@@ -82,20 +82,20 @@ def patient_stacks(segmenter, dataset):
 
 
 def _grid(stack, entry, image_size):
-  """Places the slices at their source indices (missing slices empty); returns the
-  volumes [D, H, W, K], the images [D, H, W], the voxel spacing and the diagonal in mm."""
+  """Places the slices at their source indices (missing slices empty); returns the truth
+  mask and the probabilities [D, H, W, K], the voxel spacing and the diagonal in mm."""
   depth = int(stack.slice_indices.max()) + 1
   shape = (depth,) + stack.probability.shape[1:]
-  predicted = np.zeros(shape, bool)
+  probability = np.zeros(shape, np.float32)
   truth = np.zeros(shape, bool)
-  predicted[stack.slice_indices] = stack.probability > THRESHOLD
+  probability[stack.slice_indices] = stack.probability
   truth[stack.slice_indices] = stack.target > 0
   spacing = entry.get("spacing_mm") or [1.0, 1.0, 1.0]
   source_shape = entry.get("source_shape") or [image_size, image_size, depth]
   voxel = (spacing[2], spacing[0] * source_shape[0] / image_size,
            spacing[1] * source_shape[1] / image_size)
   diagonal = volume_metrics.volume_diagonal_mm(source_shape, spacing)
-  return truth, predicted, voxel, diagonal
+  return truth, probability, voxel, diagonal
 
 
 def _save_npz(path, **arrays):
@@ -273,9 +273,8 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
   for stack in tqdm.tqdm(patient_stacks(segmenter, dataset), total=len(layout.patients),
                          unit="patient", desc="evaluating", disable=not progress):
     entry = layout.patients[stack.patient_id]
-    truth, predicted, voxel, diagonal = _grid(stack, entry, layout.image_size)
-    predicted = inference.region_masks(np.where(predicted, 1.0, 0.0), task,
-                                       segmenter.postprocessing)
+    truth, probability, voxel, diagonal = _grid(stack, entry, layout.image_size)
+    predicted = inference.region_masks(probability, task, segmenter.postprocessing)
     yield {"patient_id": stack.patient_id, "slices": len(stack.slice_indices),
            "scores": score_regions(truth, predicted, voxel, diagonal),
            "probability": stack.probability, "target": stack.target,

@@ -109,7 +109,7 @@ def main(argv):
                               "seconds": info.get("seconds"), "epochs": info.get("epochs")}
     task = inference.read_info(fold_dirs[0])["task"]
     regions = decode.REGION_NAMES[task]
-    rules, table = cross_validation.choose_rules(rows, fold_dirs, regions[0])
+    rules, table = cross_validation.choose_rules(rows, fold_dirs, task)
     rows += cross_validation.apply_rule_rows(fold_dirs, rules, regions, task)
   except inference.EvaluationError as error:
     sys.exit(f"error: {error}")

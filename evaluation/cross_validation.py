@@ -104,23 +104,31 @@ def _dice_by_patient(rows, variant, region):
           and r["region"] == region}
 
 
-def choose_rules(rows, fold_dirs, region):
+def choose_rules(rows, fold_dirs, task):
   """TTA if it raises the mean Dice and helps more patients than it hurts; then the
-  post-processing rule that does the same on the chosen probabilities (nnU-Net's rule)."""
+  post-processing rule that does the same on the chosen probabilities (nnU-Net's rule), on
+  the whole tumour; for regions, then the enhancing-tumour rule on the ET Dice."""
+  region = decode.REGION_NAMES[task][0]
   plain, tta = _dice_by_patient(rows, PLAIN, region), _dice_by_patient(rows, TTA, region)
   gains = np.array([tta[p] - plain[p] for p in plain])
   use_tta = bool(gains.mean() > 0 and (gains > 0).sum() > (gains < 0).sum())
   variant = TTA if use_tta else PLAIN
 
-  def cases():
+  def volumes():
     for run_dir in fold_dirs:
       directory = os.path.join(run_dir, "cv_probabilities")
       for name in sorted(os.listdir(directory)):
         if name.endswith(f"_{variant}.npz"):
-          probability, truth, _, _ = _load_probabilities(os.path.join(directory, name))
-          yield truth[..., 0], probability[..., 0] > inference.THRESHOLD
+          yield _load_probabilities(os.path.join(directory, name))[:2]
 
-  rule, table = postprocess.choose_rule(cases())
+  rule, table = postprocess.choose_rule((truth[..., 0], probability[..., 0] > inference.THRESHOLD)
+                                        for probability, truth in volumes())
+  if task == "regions":
+    minimum, enhancing_table = postprocess.choose_enhancing_rule(
+        (truth[..., 2], inference.region_masks(probability, "regions", rule)[..., 2])
+        for probability, truth in volumes())
+    rule = dataclasses.replace(rule, min_enhancing_voxels=minimum)
+    table += enhancing_table
   return inference.InferenceRules(tta=use_tta, postprocessing=rule), table
 
 

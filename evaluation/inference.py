@@ -260,6 +260,8 @@ def region_masks(probability, task, postprocessing):
   masks[..., 0] = postprocessing.apply(masks[..., 0])
   for k in range(1, masks.shape[-1]):
     masks[..., k] &= masks[..., k - 1]
+  if task == "regions":
+    masks[..., 2] = postprocessing.apply_enhancing(masks[..., 2])
   return masks
 
 

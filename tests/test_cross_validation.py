@@ -88,3 +88,33 @@ def test_final_rows_apply_the_chosen_rules_to_the_saved_probabilities(tmp_path):
   plain = cross_validation.apply_rule_rows(
       [str(run_dir)], inference.InferenceRules(tta=False), ("whole_tumor",), "whole_tumor")
   assert plain[0]["dice"] == pytest.approx(2 * 50 / (50 + 54))
+
+
+def test_regions_rules_choose_the_enhancing_rule_on_the_et_dice(tmp_path):
+  """Two patients without ET whose predictions hold a few false ET voxels, one with a large
+  ET found: turning small ETs into core raises the ET Dice of two and harms none."""
+  run_dir = tmp_path / "fold0"
+  (run_dir / "cv_probabilities").mkdir(parents=True)
+  rows = []
+  for patient, has_et in (("P1", False), ("P2", False), ("P3", True)):
+    truth = np.zeros((6, 20, 20, 3), bool)
+    truth[1:5, 4:14, 4:14, :2] = True  # WT and TC: 400 voxels
+    probability = truth.astype(np.float32) * 0.9
+    if has_et:
+      truth[1:5, 6:12, 6:12, 2] = True  # ET: 144 voxels
+      probability[..., 2] = truth[..., 2] * 0.9
+    else:
+      probability[2, 8:10, 8:10, 2] = 0.8  # 4 false ET voxels inside the core
+    for variant in (cross_validation.PLAIN, cross_validation.TTA):
+      cross_validation._save_probabilities(
+          str(run_dir / "cv_probabilities" / f"{patient}_{variant}.npz"), probability, truth,
+          (1.0, 1.0, 1.0), 30.0)
+      rows.append({"patient_id": patient, "variant": variant, "region": "whole_tumor",
+                   "dice": 1.0})
+  rules, table = cross_validation.choose_rules(rows, [str(run_dir)], "regions")
+  assert rules.postprocessing.min_enhancing_voxels == 50  # the smallest candidate that helps
+  assert any("becomes core" in row["rule"] for row in table)
+  final = cross_validation.apply_rule_rows([str(run_dir)], rules,
+                                           ("whole_tumor", "tumor_core", "enhancing_tumor"),
+                                           "regions")
+  assert [r["dice"] for r in final if r["region"] == "enhancing_tumor"] == [1.0, 1.0, 1.0]

@@ -155,3 +155,38 @@ def test_choose_rule_refuses_a_mean_gain_that_harms_most_patients():
   assert row["mean_dice"] > row["median_dice"]  # the mean rises, pulled up by one patient
   assert (row["patients_improved"], row["patients_worsened"]) == (1, 2)
   assert rule == PostProcessing()
+
+
+def test_small_enhancing_tumour_becomes_core_in_the_label_map():
+  from evaluation import inference
+  probability = np.zeros((4, 8, 8, 3), np.float32)
+  probability[1:3, 2:6, 2:6, :2] = 0.9  # WT and TC: 32 voxels
+  probability[1, 3:5, 3:5, 2] = 0.9  # ET: 4 voxels, inside the core
+  rule = PostProcessing(min_enhancing_voxels=5)
+  labels = inference.label_map(inference.region_masks(probability, "regions", rule),
+                               "regions", "brats2018")
+  assert np.count_nonzero(labels == 4) == 0 and np.count_nonzero(labels == 1) == 32
+  kept = inference.label_map(inference.region_masks(probability, "regions",
+                                                    PostProcessing(min_enhancing_voxels=4)),
+                             "regions", "brats2018")
+  assert np.count_nonzero(kept == 4) == 4 and np.count_nonzero(kept == 1) == 28
+  assert PostProcessing.from_json(json.loads(json.dumps(rule.to_json()))) == rule
+  assert "becomes core" in rule.describe()
+
+
+def test_enhancing_rule_is_chosen_only_when_it_helps_more_patients_than_it_harms():
+  no_et = np.zeros(SHAPE, bool)
+  real_et = _box((1, 1, 1), (10, 10, 10))  # 1000 voxels
+  # three patients without ET, each with a few false ET voxels; one with a real ET found
+  cases = [(no_et, _box((1, 1, 1), (2, 2, 2))), (no_et, _box((5, 5, 5), (3, 3, 3))),
+           (no_et, _box((2, 2, 2), (1, 1, 1))), (real_et, real_et)]
+  minimum, table = postprocess.choose_enhancing_rule(cases, candidates=(10, 30, 2000))
+  assert minimum == 30  # empties the 8- and 27-voxel false ETs and the 1: three patients 0 -> 1
+  rows = {row["rule"]: row for row in table}
+  assert rows["enhancing tumour < 30 voxels becomes core"]["patients_improved"] == 3
+  # 2000 also empties the real ET (1 -> 0): same gain minus one, so 30 wins
+  assert rows["enhancing tumour < 2000 voxels becomes core"]["patients_worsened"] == 1
+  # when the false ETs are as many as the small real ETs, the rule is not kept
+  small_et = _box((1, 1, 1), (2, 2, 2))
+  even = [(no_et, _box((1, 1, 1), (2, 2, 2))), (small_et, small_et)]
+  assert postprocess.choose_enhancing_rule(even, candidates=(10,))[0] == 0

@@ -14,11 +14,15 @@ class SoftDiceLoss(keras.losses.Loss):
 
   Pooling the batch keeps the loss defined for tumour-free slices (a per-slice Dice of two
   empty masks is 0/0); `smooth` keeps it finite when the whole batch is empty.
+  `region_weights` (one per channel, e.g. WT, TC, ET) weight the average, so a small region
+  such as the enhancing tumour can count for more than its share.
   """
 
-  def __init__(self, smooth=1.0, name="soft_dice", reduction="sum_over_batch_size", **kwargs):
+  def __init__(self, smooth=1.0, region_weights=None, name="soft_dice",
+               reduction="sum_over_batch_size", **kwargs):
     super().__init__(name=name, reduction=reduction, **kwargs)
     self.smooth = smooth
+    self.region_weights = None if region_weights is None else [float(w) for w in region_weights]
 
   def call(self, y_true, y_pred):
     y_true = ops.cast(y_true, y_pred.dtype)
@@ -26,10 +30,14 @@ class SoftDiceLoss(keras.losses.Loss):
     intersection = ops.sum(y_true * y_pred, axis=axes)
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
     dice = (2.0 * intersection + self.smooth) / (total + self.smooth)
-    return 1.0 - ops.mean(dice)
+    if self.region_weights is None:
+      return 1.0 - ops.mean(dice)
+    weights = ops.convert_to_tensor(self.region_weights, dtype=dice.dtype)
+    return 1.0 - ops.sum(dice * weights) / ops.sum(weights)
 
   def get_config(self):
-    return {**super().get_config(), "smooth": self.smooth}
+    return {**super().get_config(), "smooth": self.smooth,
+            "region_weights": self.region_weights}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -37,10 +45,11 @@ class BceDiceLoss(keras.losses.Loss):
   """Binary cross-entropy plus soft Dice: BCE gives dense per-pixel gradients, Dice
   counters the background/tumour imbalance."""
 
-  def __init__(self, smooth=1.0, name="bce_dice", reduction="sum_over_batch_size", **kwargs):
+  def __init__(self, smooth=1.0, region_weights=None, name="bce_dice",
+               reduction="sum_over_batch_size", **kwargs):
     super().__init__(name=name, reduction=reduction, **kwargs)
     self.smooth = smooth
-    self._dice = SoftDiceLoss(smooth=smooth)
+    self._dice = SoftDiceLoss(smooth=smooth, region_weights=region_weights)
 
   def call(self, y_true, y_pred):
     y_true = ops.cast(y_true, y_pred.dtype)
@@ -48,14 +57,16 @@ class BceDiceLoss(keras.losses.Loss):
     return bce + self._dice.call(y_true, y_pred)
 
   def get_config(self):
-    return {**super().get_config(), "smooth": self.smooth}
+    return {**super().get_config(), "smooth": self.smooth,
+            "region_weights": self._dice.region_weights}
 
 
-def get_loss(name):
+def get_loss(name, region_weights=None):
+  """The loss `name`; `region_weights` weight the Dice term per output channel."""
   if name == "bce":
     return keras.losses.BinaryCrossentropy(name="bce")
   if name == "dice":
-    return SoftDiceLoss()
+    return SoftDiceLoss(region_weights=region_weights)
   if name == "bce_dice":
-    return BceDiceLoss()
+    return BceDiceLoss(region_weights=region_weights)
   raise ValueError(f"unknown loss {name!r}; expected one of {LOSS_NAMES}")

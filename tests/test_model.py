@@ -140,3 +140,17 @@ def test_mixed_precision_trains_and_outputs_float32(policy):
     assert model.get_layer("down0_conv1").compute_dtype == policy.split("_")[1]
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_region_weights_weight_the_dice_of_each_channel():
+  truth = np.zeros((2, 8, 8, 3), np.float32)
+  truth[:, 2:6, 2:6] = 1.0
+  prediction = truth.copy()
+  prediction[..., 2] = 0.0  # ET missed entirely: Dice 0 on that channel, 1 on the others
+  plain = float(losses.SoftDiceLoss(smooth=0)(truth, prediction))
+  weighted = losses.SoftDiceLoss(smooth=0, region_weights=(1, 1, 2))
+  assert plain == pytest.approx(1 / 3, abs=1e-5)
+  assert float(weighted(truth, prediction)) == pytest.approx(2 / 4, abs=1e-5)
+  restored = keras.losses.deserialize(keras.losses.serialize(
+      losses.get_loss("bce_dice", region_weights=(1, 1, 2))))
+  assert float(restored(truth, prediction)) > float(losses.get_loss("bce_dice")(truth, prediction))

@@ -65,6 +65,16 @@ _BATCH_NORM = flags.DEFINE_bool("batch_norm", True, "Batch normalization after c
 _SYNC_BATCH_NORM = flags.DEFINE_bool("sync_batch_norm", False, "Batch statistics over all replicas.")
 _UPSAMPLING = flags.DEFINE_enum("upsampling", "transpose", ["transpose", "bilinear"],
                                 "Decoder upsampling.")
+_ARCHITECTURE = flags.DEFINE_enum(
+    "architecture", "unet", ["unet", "unet_plus_plus", "attention_unet", "trans_unet"],
+    "Model family (docs/architectures.md): U-Net, U-Net++ (nested skips), Attention U-Net "
+    "(gated skips), TransUNet (transformer blocks over the bottleneck).")
+_DEEP_SUPERVISION = flags.DEFINE_bool("deep_supervision", False, "unet_plus_plus: output the "
+                                      "average of the heads of every nested column.")
+_TRANSFORMER_LAYERS = flags.DEFINE_integer("transformer_layers", 2, "trans_unet: transformer "
+                                           "blocks over the bottleneck tokens.")
+_TRANSFORMER_HEADS = flags.DEFINE_integer("transformer_heads", 4, "trans_unet: attention heads "
+                                          "per transformer block.")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", list(_STRATEGIES),
                               "auto: mirrored on several GPUs, else default; multi_worker: "
                               "TF_CONFIG.")
@@ -94,6 +104,10 @@ flags.register_validator("learning_rate", lambda x: x > 0, "--learning_rate must
 flags.register_validator("val_fold", lambda n: n >= -1, "--val_fold must be -1 or a fold number")
 flags.register_validator("depth", lambda n: 1 <= n <= 6, "--depth must lie in 1..6")
 flags.register_validator("base_filters", lambda n: n >= 1, "--base_filters must be at least 1")
+flags.register_validator("transformer_layers", lambda n: n >= 1,
+                         "--transformer_layers must be at least 1")
+flags.register_validator("transformer_heads", lambda n: n >= 1,
+                         "--transformer_heads must be at least 1")
 flags.register_validator("dropout", lambda x: 0 <= x < 1, "--dropout must lie in [0, 1)")
 flags.register_validator("tumor_fraction", lambda x: x is None or 0 <= x <= 1,
                          "--tumor_fraction must lie in [0, 1]")
@@ -143,7 +157,9 @@ def main(argv):
       tumor_fraction=_TUMOR_FRACTION.value, shuffle_buffer=_SHUFFLE_BUFFER.value,
       depth=_DEPTH.value, base_filters=_BASE_FILTERS.value, dropout=_DROPOUT.value,
       batch_norm=_BATCH_NORM.value, sync_batch_norm=_SYNC_BATCH_NORM.value,
-      upsampling=_UPSAMPLING.value, precision=precision, jit_compile=jit,
+      upsampling=_UPSAMPLING.value, architecture=_ARCHITECTURE.value,
+      deep_supervision=_DEEP_SUPERVISION.value, transformer_layers=_TRANSFORMER_LAYERS.value,
+      transformer_heads=_TRANSFORMER_HEADS.value, precision=precision, jit_compile=jit,
       tensorboard_images=_TENSORBOARD_IMAGES.value)
   try:
     if _BENCHMARK_STEPS.value:

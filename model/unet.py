@@ -1,16 +1,23 @@
-"""The 2D U-Net: a function of its hyperparameters that returns a `keras.Model`.
+"""The 2D U-Net and the config of every architecture: `build_model(config)` builds any of them.
 
-Symmetric encoder and decoder with skip connections (Ronneberger et al. 2015). The
-output layer runs in float32 whatever the mixed-precision policy, so sigmoid
-probabilities and the loss stay accurate.
+Symmetric encoder and decoder with skip connections (Ronneberger et al. 2015). The other
+architectures (U-Net++, Attention U-Net, TransUNet; docs/architectures.md) reuse its encoder,
+decoder and head from model/blocks.py and change only what their papers change. The output
+layer runs in float32 whatever the mixed-precision policy, so sigmoid probabilities and the
+loss stay accurate.
 """
 
 import dataclasses
 
 import keras
-from keras import layers
+
+from model import attention_unet
+from model import blocks
+from model import trans_unet
+from model import unet_plus_plus
 
 UPSAMPLING_MODES = ("transpose", "bilinear")
+ARCHITECTURES = ("unet", "unet_plus_plus", "attention_unet", "trans_unet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,53 +32,41 @@ class UNetConfig:
   sync_batch_norm: bool = False  # batch statistics over all replicas (costs an all-reduce)
   dropout: float = 0.1  # at the bottleneck and the deepest encoder level
   upsampling: str = "transpose"
+  architecture: str = "unet"  # one of ARCHITECTURES
+  deep_supervision: bool = False  # unet_plus_plus: average the heads of X^{0,1..depth}
+  transformer_layers: int = 2  # trans_unet: blocks over the bottleneck tokens
+  transformer_heads: int = 4  # trans_unet: attention heads per block
 
   def validate(self):
+    if self.architecture not in ARCHITECTURES:
+      raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
     if self.image_size % (2 ** self.depth):
       raise ValueError(f"image_size {self.image_size} must divide by 2**depth = {2 ** self.depth}")
     if self.upsampling not in UPSAMPLING_MODES:
       raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {self.upsampling!r}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+    if self.transformer_layers < 1 or self.transformer_heads < 1:
+      raise ValueError("transformer_layers and transformer_heads must be at least 1, got "
+                       f"{self.transformer_layers} and {self.transformer_heads}")
 
 
 TINY = UNetConfig(image_size=32, depth=2, base_filters=4, dropout=0.0)  # for tests
 
 
-def _conv_block(x, filters, config, name):
-  for i in (1, 2):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=not config.batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
-    if config.batch_norm:
-      x = layers.BatchNormalization(momentum=0.9, synchronized=config.sync_batch_norm,
-                                    name=f"{name}_bn{i}")(x)
-    x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
-  return x
-
-
 def build_unet(config=UNetConfig(), name="unet"):
-  """Builds the U-Net for `config`; outputs sigmoid probabilities [B, H, W, num_outputs]."""
+  """Builds the U-Net for `config` (whatever `config.architecture` says; `build_model`
+  dispatches); outputs sigmoid probabilities [B, H, W, num_outputs]."""
   config.validate()
-  inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
-  x, skips = inputs, []
-  for level in range(config.depth):
-    x = _conv_block(x, config.base_filters * 2 ** level, config, f"down{level}")
-    if config.dropout and level == config.depth - 1:
-      x = layers.Dropout(config.dropout, name=f"down{level}_dropout")(x)
-    skips.append(x)
-    x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-  x = _conv_block(x, config.base_filters * 2 ** config.depth, config, "bottleneck")
-  if config.dropout:
-    x = layers.Dropout(config.dropout, name="bottleneck_dropout")(x)
-  for level in reversed(range(config.depth)):
-    filters = config.base_filters * 2 ** level
-    if config.upsampling == "transpose":
-      x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}_up")(x)
-    else:
-      x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}_up")(x)
-      x = layers.Conv2D(filters, 1, name=f"up{level}_proj")(x)
-    x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-    x = _conv_block(x, filters, config, f"up{level}")
-  outputs = layers.Conv2D(config.num_outputs, 1, activation="sigmoid", dtype="float32",
-                          name="probabilities")(x)
-  return keras.Model(inputs, outputs, name=name)
+  inputs = blocks.image_input(config)
+  x, skips = blocks.encoder(inputs, config)
+  x = blocks.decoder(x, skips, config)
+  return keras.Model(inputs, blocks.head(x, config), name=name)
+
+
+def build_model(config=UNetConfig()):
+  """The one entry point: builds `config.architecture`, named after it."""
+  config.validate()
+  builders = {"unet": build_unet, "unet_plus_plus": unet_plus_plus.build,
+              "attention_unet": attention_unet.build, "trans_unet": trans_unet.build}
+  return builders[config.architecture](config, name=config.architecture)

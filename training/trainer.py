@@ -67,6 +67,10 @@ class TrainConfig:
   batch_norm: bool = True
   sync_batch_norm: bool = False
   upsampling: str = "transpose"
+  architecture: str = "unet"  # model.unet.ARCHITECTURES
+  deep_supervision: bool = False  # unet_plus_plus
+  transformer_layers: int = 2  # trans_unet
+  transformer_heads: int = 4  # trans_unet
   precision: str = "float32"  # resolved, not "auto"
   jit_compile: bool = False
   tensorboard_images: int = 4
@@ -101,8 +105,10 @@ def build_model(config, layout):
       image_size=layout.image_size, channels=layout.channels,
       num_outputs=decode.num_targets(config.task), depth=config.depth,
       base_filters=config.base_filters, batch_norm=config.batch_norm,
-      sync_batch_norm=config.sync_batch_norm, dropout=config.dropout, upsampling=config.upsampling)
-  return unet.build_unet(model_config)
+      sync_batch_norm=config.sync_batch_norm, dropout=config.dropout, upsampling=config.upsampling,
+      architecture=config.architecture, deep_supervision=config.deep_supervision,
+      transformer_layers=config.transformer_layers, transformer_heads=config.transformer_heads)
+  return unet.build_model(model_config)
 
 
 def learning_rate_for(config, steps_per_epoch):

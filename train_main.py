@@ -28,6 +28,8 @@ _VAL_DATA_DIR = flags.DEFINE_string("val_data_dir", None, "Validate on every dro
 _TASK = flags.DEFINE_enum("task", "whole_tumor", ["whole_tumor", "regions"],
                           "whole_tumor: 1 output (label > 0); regions: WT, TC, ET.")
 _LOSS = flags.DEFINE_enum("loss", "bce_dice", ["bce", "dice", "bce_dice"], "Training loss.")
+_REGION_WEIGHTS = flags.DEFINE_list("region_weights", None, "Dice weight of each output "
+                                    "(regions: WT,TC,ET, e.g. 1,1,2); default equal.")
 _EPOCHS = flags.DEFINE_integer("epochs", 40, "Epochs.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size, split over replicas.")
 _STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one "
@@ -116,6 +118,21 @@ flags.register_validator("rotate_scale_probability", lambda x: 0 <= x <= 1,
 flags.register_validator("benchmark_steps", lambda n: n >= 0, "--benchmark_steps must be >= 0")
 
 
+def _positive_numbers(values):
+  try:
+    return values is None or all(float(v) > 0 for v in values)
+  except ValueError:
+    return False
+
+
+flags.register_validator("region_weights", _positive_numbers,
+                         "--region_weights must be positive numbers")
+
+
+def _region_weights():
+  return None if _REGION_WEIGHTS.value is None else tuple(float(v) for v in _REGION_WEIGHTS.value)
+
+
 def _write_flags(model_dir):
   """flags.txt in --flagfile syntax, so the run can be repeated exactly."""
   from data_prep import atomic
@@ -146,7 +163,8 @@ def main(argv):
   config = trainer.TrainConfig(
       data_dir=_DATA_DIR.value, model_dir=_MODEL_DIR.value,
       drops=tuple(_DROPS.value) if _DROPS.value else None, val_fold=_VAL_FOLD.value,
-      val_data_dir=_VAL_DATA_DIR.value, task=_TASK.value, loss=_LOSS.value, epochs=_EPOCHS.value,
+      val_data_dir=_VAL_DATA_DIR.value, task=_TASK.value, loss=_LOSS.value,
+      region_weights=_region_weights(), epochs=_EPOCHS.value,
       batch_size=_BATCH_SIZE.value, steps_per_epoch=_STEPS_PER_EPOCH.value,
       learning_rate=_LEARNING_RATE.value, scale_learning_rate=_SCALE_LEARNING_RATE.value,
       early_stopping_patience=_EARLY_STOPPING_PATIENCE.value,

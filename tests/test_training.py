@@ -152,6 +152,17 @@ def test_indivisible_batch_is_a_one_line_error(data_dir, tmp_path):
   assert "must divide by the 2 replicas" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--task=regions"], "--task=regions needs FLAIR, T1ce and T2 (the drops hold flair)"),
+    (["--region_weights=1,2"], "--region_weights needs 1 weights for --task=whole_tumor"),
+    (["--region_weights=1,-2"], "--region_weights must be positive numbers"),
+])
+def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path, flags, message):
+  result = _run(_train_command(data_dir, tmp_path / "run", "--epochs=1", *flags))
+  assert result.returncode == 1
+  assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path):
   result = _run(_train_command(data_dir, tmp_path / "run", "--benchmark_steps=3"))
   assert result.returncode == 0, result.stderr[-3000:]

@@ -45,6 +45,7 @@ class TrainConfig:
   val_data_dir: str | None = None
   task: str = "whole_tumor"
   loss: str = "bce_dice"
+  region_weights: tuple | None = None  # Dice weight per output (WT, TC, ET); None: equal
   epochs: int = 40
   batch_size: int = 32  # global
   steps_per_epoch: int | None = None  # None: one pass over the training folds
@@ -100,6 +101,22 @@ def _folds(config, layout):
   return training, [config.val_fold], config.data_dir
 
 
+REGION_MODALITIES = ("flair", "t1ce", "t2")  # edema, enhancing tumour, core
+
+
+def _check_task(config, layout):
+  """Refuses, in one line, a task the drops cannot teach or weights that do not fit it."""
+  missing = [m for m in REGION_MODALITIES if m not in layout.modalities]
+  if config.task == "regions" and missing:
+    raise manifests.DataError(
+        f"{config.data_dir}: --task=regions needs FLAIR, T1ce and T2 (the drops hold "
+        f"{','.join(layout.modalities)}); convert with --modalities=flair,t1,t1ce,t2")
+  outputs = decode.num_targets(config.task)
+  if config.region_weights is not None and len(config.region_weights) != outputs:
+    raise ConfigError(f"--region_weights needs {outputs} weights for --task={config.task}, "
+                      f"got {len(config.region_weights)}")
+
+
 def build_model(config, layout):
   model_config = unet.UNetConfig(
       image_size=layout.image_size, channels=layout.channels,
@@ -122,7 +139,7 @@ def learning_rate_for(config, steps_per_epoch):
 
 def compile_model(model, config, steps_per_epoch=1):
   model.compile(optimizer=keras.optimizers.Adam(learning_rate_for(config, steps_per_epoch)),
-                loss=losses.get_loss(config.loss),
+                loss=losses.get_loss(config.loss, config.region_weights),
                 metrics=metrics_lib.build_metrics(decode.REGION_NAMES[config.task]),
                 jit_compile=config.jit_compile)
 
@@ -138,6 +155,7 @@ class Run:
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
     self.layout = manifests.load_layout(config.data_dir, drops=config.drops)
+    _check_task(config, self.layout)
     self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout)
     if self.val_dir:
       self.val_layout = manifests.load_layout(self.val_dir, self.val_folds,

@@ -76,7 +76,7 @@ def main(argv):
   except evaluate.EvaluationError as error:
     sys.exit(f"error: {error}")
   print(evaluate.summary_text(metrics))
-  print(f"wrote {output_dir}/metrics.json, per_patient.csv, overlays/, gifs/")
+  print(f"wrote {output_dir}/report.html, metrics.json, per_patient.csv, overlays/, gifs/")
 
 
 def _folds_to_score(segmenter):

@@ -28,6 +28,7 @@ from data_prep import sources as sources_lib
 from data_prep.errors import BadInputError
 from evaluation import inference
 from evaluation import pictures
+from evaluation import report
 from evaluation import volume_metrics
 from input_pipeline import decode
 from input_pipeline import manifests
@@ -227,6 +228,9 @@ def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlay
       metrics["stress"] = _stress_metrics(stress_rows, regions)
     _write_outputs(output_dir, rows, metrics, stress_rows)
     _draw(output_dir, scratch, rows, regions[0], overlays, gif, gif_scale)
+    run_dirs = [m.path if os.path.isdir(m.path) else os.path.dirname(m.path)
+                for m in segmenter.members]
+    report.write_report(output_dir, metrics, rows, report.copy_curves(output_dir, run_dirs))
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   return metrics

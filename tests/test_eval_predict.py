@@ -145,6 +145,7 @@ def test_eval_scores_the_mask_predict_writes_at_full_resolution(trained, tmp_pat
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["grid"] == "source" and metrics["inference"]["tta"] is True
+  assert "<table id='patients'>" in (out / "report.html").read_text()
   with open(out / "per_patient.csv") as f:
     eval_dice = {r["patient_id"]: float(r["dice"]) for r in csv.DictReader(f)}
   predicted = _run("predict_main.py", f"--model_dir={trained / 'run'}",

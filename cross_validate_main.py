@@ -8,7 +8,8 @@ For each fold k: trains `train_main.py --val_fold=k` into <output_dir>/fold<k> (
 that fold finished training before), then scores fold k's patients on their source files
 through the prediction path, without and with TTA and after each site-like perturbation
 (skipped when scored before). Then it picks TTA and the post-processing rule on all
-patients and writes <output_dir>/inference.json, summary.json and summary.md. The folder is
+patients, records them in <output_dir>/dataset.json (the ensemble's contract, under
+"inference") and writes summary.json and summary.md. The folder is
 then a fold ensemble: `predict_main.py --model_dir=<output_dir>`.
 """
 
@@ -73,6 +74,7 @@ def main(argv):
   from evaluation import inference
   from input_pipeline import decode
   from input_pipeline import manifests
+  from model import contract
 
   stress = _STRESS.value
   if stress == ["all"]:
@@ -113,13 +115,11 @@ def main(argv):
     rows += cross_validation.apply_rule_rows(fold_dirs, rules, regions, task)
   except inference.EvaluationError as error:
     sys.exit(f"error: {error}")
-  atomic.write_json(os.path.join(output_dir, inference.INFERENCE_RULES),
-                    {**rules.to_json(), "chosen_by": "cross-validation in this folder",
-                     "postprocessing_candidates": table})
-  with open(os.path.join(fold_dirs[0], inference.DATASET_INFO), encoding="utf-8") as f:
-    atomic.write_json(os.path.join(output_dir, inference.DATASET_INFO),
-                      {**json.load(f), "val_fold": None, "members": [os.path.basename(d)
-                                                                     for d in fold_dirs]})
+  contract.write(output_dir, {
+      **inference.read_info(fold_dirs[0]), "val_fold": None, "train_folds": None,
+      "members": [os.path.basename(d) for d in fold_dirs],
+      "inference": {**rules.to_json(), "chosen_by": "cross-validation in this folder",
+                    "postprocessing_candidates": table}})
   description = _DESCRIPTION.value or " ".join(
       [f"--train_flagfile={_TRAIN_FLAGFILE.value}", *_TRAIN_ARGS.value, f"data {_DATA_DIR.value}"])
   for region in regions:

@@ -9,7 +9,7 @@ case with a segmentation also gets its Dice at full resolution printed.
 
 --model_dir takes one run, several (comma-separated) or a cross-validation folder (its
 fold*/ runs): an ensemble averages their probabilities. TTA and post-processing follow the
-inference.json recorded with the model (chosen by cross-validation) unless flags say.
+rules recorded in the model's dataset.json (chosen by cross-validation) unless flags say.
 """
 
 import os

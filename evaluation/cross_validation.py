@@ -5,7 +5,7 @@ Each fold's model scores that fold's patients on their source files through
 augmentation, and after each site-like perturbation of the input (the stress test).
 A fold's scores are written once (`fold<k>/cv_scores.json`), so a rerun only scores what is
 missing. The rules (TTA on or off, post-processing) are then chosen on all patients at once
-and recorded in `inference.json`, which makes the folder a fold ensemble for predict_main.py.
+and recorded in the folder's dataset.json, which makes it a fold ensemble for predict_main.py.
 """
 
 import dataclasses

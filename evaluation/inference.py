@@ -18,13 +18,12 @@ from data_prep.errors import BadInputError
 from evaluation import postprocess
 from input_pipeline import augment
 from input_pipeline import decode
-from training import trainer as trainer_lib
+from model import contract
 
-THRESHOLD = 0.5
-DATASET_INFO = trainer_lib.DATASET_INFO  # written by the trainer beside best_model.keras
+THRESHOLD = contract.THRESHOLD
 MODEL_FILE = "best_model.keras"
-# Inference rules chosen by cross-validation, beside a run or a cross-validation folder.
-INFERENCE_RULES = "inference.json"
+# Where folders from before the contract recorded the inference rules.
+LEGACY_INFERENCE_RULES = "inference.json"
 DEFAULT_TTA = True  # docs/accuracy.md: the ablation table that chose it
 
 
@@ -53,11 +52,11 @@ def task_of(model):
 
 
 def read_info(model_dir):
-  path = os.path.join(model_dir, DATASET_INFO)
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  """The model's contract (dataset.json), None for a bare model; one-line errors."""
+  try:
+    return contract.read(model_dir)
+  except contract.ContractError as error:
+    raise EvaluationError(str(error)) from None
 
 
 def default_info(model):
@@ -65,14 +64,6 @@ def default_info(model):
   other channels is then refused by `Segmenter` in one line)."""
   recipe = preprocessing.Recipe(image_size=model.input_shape[1], crop="none")
   return {"task": task_of(model), "preprocessing": recipe.to_json(), "val_fold": None}
-
-
-def recipe_of(info):
-  if "preprocessing" in info:
-    return preprocessing.Recipe.from_json(info["preprocessing"])
-  # dataset.json from before the recipe: whole slices, modalities as listed
-  return preprocessing.Recipe(image_size=info["image_size"], modalities=tuple(info["modalities"]),
-                              crop="none")
 
 
 def member_dirs(model_dir):
@@ -110,7 +101,7 @@ def load_members(model_dirs=(), model_paths=()):
   first = members[0]
   for member in members[1:]:
     for key, describe in (("task", lambda i: i["task"]),
-                          ("preprocessing", lambda i: recipe_of(i).to_json())):
+                          ("preprocessing", lambda i: contract.recipe(i).to_json())):
       if describe(member.info) != describe(first.info):
         raise EvaluationError(f"{member.path}: trained with {key} {describe(member.info)}, but "
                               f"{first.path} with {describe(first.info)}; an ensemble needs one")
@@ -146,12 +137,15 @@ class InferenceRules:
 
 
 def read_rules(model_dir):
-  """The rules recorded with a run or a cross-validation folder (defaults when none)."""
-  path = os.path.join(model_dir, INFERENCE_RULES)
-  if not os.path.isfile(path):
+  """The rules recorded in a run's or a cross-validation folder's contract (dataset.json,
+  under "inference"; inference.json in older folders); defaults when none."""
+  entry = (read_info(model_dir) or {}).get("inference")
+  legacy = os.path.join(model_dir, LEGACY_INFERENCE_RULES)
+  if entry is None and os.path.isfile(legacy):
+    with open(legacy, encoding="utf-8") as f:
+      entry = json.load(f)
+  if entry is None:
     return InferenceRules()
-  with open(path, encoding="utf-8") as f:
-    entry = json.load(f)
   return InferenceRules(bool(entry.get("tta", DEFAULT_TTA)),
                         postprocess.PostProcessing.from_json(entry.get("postprocessing")))
 
@@ -173,7 +167,7 @@ class Segmenter:
     self.members = members
     self.info = members[0].info
     self.task = self.info["task"]
-    self.recipe = recipe_of(self.info)
+    self.recipe = contract.recipe(self.info)
     self.tta = tta
     self.postprocessing = postprocessing or postprocess.PostProcessing()
     self.batch_size = batch_size

@@ -49,8 +49,10 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   assert {"plain", "tta", "final", "stress:noise", "stress_mean"} <= set(summary["dice"])
   for entry in summary["per_patient"]:
     assert layout.patients[entry["patient_id"]]["fold"] == entry["fold"]
-  rules = json.loads((out / inference.INFERENCE_RULES).read_text())
+  info = json.loads((out / "dataset.json").read_text())
+  rules = info["inference"]
   assert {"tta", "postprocessing", "postprocessing_candidates"} <= set(rules)
+  assert info["members"] == [f"fold{fold}" for fold in folds] and info["val_fold"] is None
   assert "| mean |" in (out / "summary.md").read_text()
   # the folder is a fold ensemble with the chosen rules
   segmenter = inference.build_segmenter([str(out)])

@@ -11,6 +11,7 @@ from data_prep import preprocessing
 from evaluation import inference
 from evaluation import postprocess
 from input_pipeline import augment
+from model import contract
 from model import unet
 
 SIZE = 32
@@ -25,7 +26,7 @@ def _save_run(run_dir, seed, recipe, task="whole_tumor"):
   model = unet.build_unet(config)
   os.makedirs(run_dir, exist_ok=True)
   model.save(os.path.join(run_dir, inference.MODEL_FILE))
-  with open(os.path.join(run_dir, inference.DATASET_INFO), "w") as f:
+  with open(os.path.join(run_dir, contract.DATASET_INFO), "w") as f:
     json.dump({"task": task, "preprocessing": recipe.to_json(), "val_fold": 1,
                "train_folds": [0, 2]}, f)
   return model
@@ -102,14 +103,31 @@ def test_rules_recorded_with_a_model_are_applied(runs, tmp_path):
       min_component_voxels=5))
   run = tmp_path / "run"
   os.symlink(runs / "fold0", run)
-  (runs / "fold0" / inference.INFERENCE_RULES).write_text(json.dumps(rules.to_json()))
+  info = contract.read(str(runs / "fold0"))
+  contract.write(str(runs / "fold0"), {**info, "inference": rules.to_json()})
   try:
     segmenter = inference.build_segmenter([str(run)])
     assert not segmenter.tta and segmenter.postprocessing.min_component_voxels == 5
     assert inference.build_segmenter([str(run)], tta="true").tta
   finally:
-    os.remove(runs / "fold0" / inference.INFERENCE_RULES)
+    contract.write(str(runs / "fold0"), info)
   assert inference.build_segmenter([str(run)]).tta == inference.DEFAULT_TTA
+  # folders from before the contract kept the rules in inference.json
+  (runs / "fold0" / inference.LEGACY_INFERENCE_RULES).write_text(json.dumps(rules.to_json()))
+  try:
+    assert not inference.build_segmenter([str(run)]).tta
+  finally:
+    os.remove(runs / "fold0" / inference.LEGACY_INFERENCE_RULES)
+
+
+def test_a_foreign_dataset_json_is_refused_in_one_line(tmp_path):
+  (tmp_path / contract.DATASET_INFO).write_text('{"task": "classification"}')
+  with pytest.raises(inference.EvaluationError) as error:
+    inference.read_info(str(tmp_path))
+  assert "dataset.json" in str(error.value) and "\n" not in str(error.value)
+  (tmp_path / contract.DATASET_INFO).write_text("{not json")
+  with pytest.raises(inference.EvaluationError, match="not a readable dataset.json"):
+    inference.read_info(str(tmp_path))
 
 
 def test_segment_pastes_back_into_the_source_grid(runs):

@@ -2,8 +2,8 @@ r"""Trains the U-Net on converted BraTS drops, on one device, all local GPUs or 
 
   python train_main.py --data_dir=tfrecords --model_dir=runs/x [--flagfile=configs/cpu.flags]
 
-Outputs in --model_dir: best_model.keras, best_model.h5, flags.txt, history.csv,
-training_curves.png, tensorboard/, backup/ (a killed run resumes from it).
+Outputs in --model_dir: best_model.keras, best_model.h5, saved_model/ (TF Serving), flags.txt,
+history.csv, training_curves.png, tensorboard/, backup/ (a killed run resumes from it).
 """
 
 import os
@@ -190,8 +190,8 @@ def main(argv):
     trainer.train(config, strategy)
   except (manifests.DataError, trainer.ConfigError) as error:
     sys.exit(f"error: {error}")
-  print(f"trained: outputs in {_MODEL_DIR.value} (best_model.keras, best_model.h5, history.csv, "
-        "training_curves.png, tensorboard/)")
+  print(f"trained: outputs in {_MODEL_DIR.value} (best_model.keras, best_model.h5, saved_model/, "
+        "history.csv, training_curves.png, tensorboard/)")
 
 
 def run():

@@ -26,6 +26,7 @@ from model import unet
 from training import callbacks as callbacks_lib
 from training import curves
 from training import distribution
+from training import saved_model
 
 # The learning rate given is for this global batch; larger batches scale it by the square
 # root of the ratio (Adam; Hoffer et al. 2017), so changing the GPU count keeps training sane.
@@ -225,7 +226,8 @@ class Run:
 
 
 def train(config, strategy):
-  """Trains, checkpoints the best model, exports best_model.h5 and training_curves.png.
+  """Trains, checkpoints the best model, exports best_model.h5, saved_model/ and
+  training_curves.png.
 
   Returns:
     The Keras History of this process's fit call.
@@ -275,13 +277,15 @@ def write_dataset_info(config, run):
 
 
 def export(model_dir):
-  """best_model.keras -> best_model.h5 (legacy format, written once at the end) and curves."""
+  """best_model.keras -> best_model.h5 (legacy format, written once at the end),
+  saved_model/ (TF Serving; the same weights) and the curves."""
   best = os.path.join(model_dir, "best_model.keras")
   if os.path.exists(best):
     model = keras.models.load_model(best)
     tmp = os.path.join(model_dir, ".best_model.tmp.h5")
     model.save(tmp)
     os.replace(tmp, os.path.join(model_dir, "best_model.h5"))
+    saved_model.export(model, os.path.join(model_dir, saved_model.FOLDER))
   history = os.path.join(model_dir, "history.csv")
   if os.path.exists(history):
     curves.plot_history(history, os.path.join(model_dir, "training_curves.png"))

@@ -77,6 +77,12 @@ _TRANSFORMER_LAYERS = flags.DEFINE_integer("transformer_layers", 2, "trans_unet:
                                            "blocks over the bottleneck tokens.")
 _TRANSFORMER_HEADS = flags.DEFINE_integer("transformer_heads", 4, "trans_unet: attention heads "
                                           "per transformer block.")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "Start from this model's weights: a .keras "
+                                 "or .h5 file, or a run folder (its best_model.keras). It must "
+                                 "fit the flags' model: image size, channels, outputs, layers. "
+                                 "A run resuming from its backup/ keeps the backup's weights.")
+_FREEZE_ENCODER = flags.DEFINE_bool("freeze_encoder", False, "With --init_from: keep the "
+                                    "encoder's weights (down*, bottleneck) as loaded.")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", list(_STRATEGIES),
                               "auto: mirrored on several GPUs, else default; multi_worker: "
                               "TF_CONFIG.")
@@ -116,6 +122,11 @@ flags.register_validator("tumor_fraction", lambda x: x is None or 0 <= x <= 1,
 flags.register_validator("rotate_scale_probability", lambda x: 0 <= x <= 1,
                          "--rotate_scale_probability must lie in [0, 1]")
 flags.register_validator("benchmark_steps", lambda n: n >= 0, "--benchmark_steps must be >= 0")
+flags.register_validator("init_from", lambda p: p is None or not _is_local(p) or os.path.exists(p),
+                         "--init_from must be an existing .keras or .h5 file or run folder")
+flags.register_multi_flags_validator(
+    ["freeze_encoder", "init_from"], lambda f: not f["freeze_encoder"] or f["init_from"],
+    "--freeze_encoder needs --init_from (a random encoder is not worth keeping)")
 
 
 def _positive_numbers(values):
@@ -178,7 +189,8 @@ def main(argv):
       upsampling=_UPSAMPLING.value, architecture=_ARCHITECTURE.value,
       deep_supervision=_DEEP_SUPERVISION.value, transformer_layers=_TRANSFORMER_LAYERS.value,
       transformer_heads=_TRANSFORMER_HEADS.value, precision=precision, jit_compile=jit,
-      tensorboard_images=_TENSORBOARD_IMAGES.value)
+      tensorboard_images=_TENSORBOARD_IMAGES.value, init_from=_INIT_FROM.value,
+      freeze_encoder=_FREEZE_ENCODER.value)
   try:
     if _BENCHMARK_STEPS.value:
       trainer.benchmark(config, strategy, _BENCHMARK_STEPS.value)

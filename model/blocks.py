@@ -26,6 +26,10 @@ def filters_at(config, level):
   return config.base_filters * 2 ** level
 
 
+# Every layer the encoder makes is named down<level>_* or bottleneck_* (fine-tuning freezes them).
+ENCODER_PREFIXES = ("down", "bottleneck")
+
+
 def encoder(inputs, config):
   """The U-Net's contracting path and bottleneck.
 

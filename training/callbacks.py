@@ -48,14 +48,23 @@ class ValidationImages(keras.callbacks.Callback):
     self.writer.flush()
 
 
+BACKUP = "backup"
+
+
+def has_backup(model_dir):
+  """Whether BackupAndRestore will restore weights when this run starts (a killed run)."""
+  weights = os.path.join(model_dir, BACKUP, "latest.weights.h5")
+  return os.path.exists(weights) or os.path.exists(weights + ".bkp")
+
+
 def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
                     reduce_lr_patience, save_best_only=True, validation_batch=None,
                     is_chief=True):
   """The callbacks of a run; non-chief workers write everything under `write_dir`."""
-  backup = (keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"),
+  backup = (keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP),
                                              double_checkpoint=True) if is_chief else
-            WorkerBackupAndRestore(os.path.join(model_dir, "backup"),
-                                   os.path.join(write_dir, "backup")))
+            WorkerBackupAndRestore(os.path.join(model_dir, BACKUP),
+                                   os.path.join(write_dir, BACKUP)))
   # BackupAndRestore goes last: when it records "epoch N done", the history row and the
   # checkpoint of epoch N are already written, so a run killed at any moment resumes cleanly.
   # With save_best_only=False the checkpoint holds the last epoch's weights: a model chosen

@@ -26,6 +26,8 @@ from model import unet
 from training import callbacks as callbacks_lib
 from training import curves
 from training import distribution
+from training import fine_tune
+from training import model_files
 from training import saved_model
 
 # The learning rate given is for this global batch; larger batches scale it by the square
@@ -76,6 +78,8 @@ class TrainConfig:
   precision: str = "float32"  # resolved, not "auto"
   jit_compile: bool = False
   tensorboard_images: int = 4
+  init_from: str | None = None  # .keras, .h5 or run folder whose weights start the run
+  freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded
 
 
 def effective_learning_rate(config):
@@ -175,9 +179,30 @@ class Run:
         patient["slices"] for patient in self.layout.patients.values()
         if self.train_folds is None or patient["fold"] in self.train_folds)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.train_examples // config.batch_size)
+    source = self._fine_tune_source()
     with strategy.scope():
       self.model = build_model(config, self.layout)
+      if source is not None:
+        _refuse_bad_model_file(fine_tune.copy_weights, source, self.model,
+                               model_files.resolve(config.init_from))
+      if config.freeze_encoder:
+        fine_tune.freeze_encoder(self.model)
       compile_model(self.model, config, self.steps_per_epoch)
+
+  def _fine_tune_source(self):
+    """The --init_from model, or None. A killed run that resumes does not load it: its backup
+    holds the later weights, which BackupAndRestore restores when fit starts."""
+    config = self.config
+    if not config.init_from:
+      return None
+    if callbacks_lib.has_backup(config.model_dir):
+      logging.info("resuming from %s; --init_from=%s is not loaded",
+                   os.path.join(config.model_dir, callbacks_lib.BACKUP), config.init_from)
+      return None
+    size, channels = self.layout.image_size, self.layout.channels
+    return _refuse_bad_model_file(
+        fine_tune.load_source, config.init_from, input_shape=(None, size, size, channels),
+        output_shape=(None, size, size, decode.num_targets(config.task)))
 
   def train_dataset(self):
     config = self.config
@@ -223,6 +248,14 @@ class Run:
       return None
     chosen = np.linspace(0, len(images) - 1, count).round().astype(int)
     return np.stack([images[i] for i in chosen]), np.stack([targets[i] for i in chosen])
+
+
+def _refuse_bad_model_file(function, *args, **kwargs):
+  """Calls `function`; a model file that does not fit becomes a one-line ConfigError."""
+  try:
+    return function(*args, **kwargs)
+  except model_files.ModelFileError as error:
+    raise ConfigError(str(error)) from None
 
 
 def train(config, strategy):

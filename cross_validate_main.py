@@ -59,9 +59,9 @@ def _train(fold, run_dir, train_args):
   with open(os.path.join(run_dir, "history.csv"), encoding="utf-8") as f:
     epochs = max(0, len(f.read().strip().splitlines()) - 1)
   from data_prep import atomic
-  from evaluation import cross_validation
+  from training import run_info
   info = {"seconds": round(time.time() - start, 1), "epochs": epochs,
-          "cpu": cross_validation.cpu_model(), "command": command[1:]}
+          "cpu": run_info.cpu_model(), "command": command[1:]}
   atomic.write_json(done, info)
   return info
 

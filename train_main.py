@@ -3,7 +3,8 @@ r"""Trains the U-Net on converted BraTS drops, on one device, all local GPUs or 
   python train_main.py --data_dir=tfrecords --model_dir=runs/x [--flagfile=configs/cpu.flags]
 
 Outputs in --model_dir: best_model.keras, best_model.h5, saved_model/ (TF Serving), flags.txt,
-history.csv, training_curves.png, tensorboard/, backup/ (a killed run resumes from it).
+run_info.json, run.log, history.csv, training_curves.png, tensorboard/, backup/ (a killed run
+resumes from it).
 """
 
 import os

@@ -69,8 +69,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from data_prep import sources
-  from evaluation import cross_validation
   from evaluation import inference
+  from training import run_info
   members = inference.load_members(_MODEL_DIR.value)
   rules = inference.read_rules(_MODEL_DIR.value[0])
   plain = inference.Segmenter(members, tta=False, postprocessing=rules.postprocessing,
@@ -91,7 +91,7 @@ def main(argv):
       print(json.dumps({"benchmark": "predict_case", "case": source.patient_id, **row}),
             flush=True)
   summary = {"benchmark": "predict_summary", "cases": len(rows), "members": len(members),
-             "cpu": cross_validation.cpu_model(), "batch_size": _BATCH_SIZE.value}
+             "cpu": run_info.cpu_model(), "batch_size": _BATCH_SIZE.value}
   for key in ("total", "total_tta", "network", "network_tta", "read", "preprocess",
               "paste_threshold_write"):
     values = np.array([row[key] for row in rows])

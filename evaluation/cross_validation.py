@@ -12,7 +12,6 @@ import dataclasses
 import io
 import json
 import os
-import platform
 
 import numpy as np
 
@@ -22,20 +21,10 @@ from evaluation import inference
 from evaluation import postprocess
 from evaluation import volume_metrics
 from input_pipeline import decode
+from training import run_info
 
 SCORES = "cv_scores.json"
 PLAIN, TTA = "plain", "tta"
-
-
-def cpu_model():
-  """CPU name and vector width: the same training runs 2-3x slower without AVX-512."""
-  name, flags = platform.processor() or "unknown CPU", ""
-  if os.path.isfile("/proc/cpuinfo"):
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      lines = f.read().splitlines()
-    name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), name)
-    flags = next((l for l in lines if l.startswith("flags")), "")
-  return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"
 
 
 def _save_probabilities(path, probability, truth, spacing, diagonal):
@@ -177,7 +166,7 @@ def summarize(rows, rules, region, fold_info, description):
   stress_mean = {p: float(np.mean([by[v][p] for v in stress])) for p in patients} if stress else {}
   summary = {
       "description": description, "region": region, "rules": rules.to_json(),
-      "patients": len(patients), "cpu": cpu_model(), "folds": fold_info,
+      "patients": len(patients), "cpu": run_info.cpu_model(), "folds": fold_info,
       "dice": {v: _stats(list(by[v].values())) for v in variants},
       "hd95_mm_final": _stats(list(hd95.values())) if hd95 else None,
       "per_patient": [{"patient_id": p, "fold": fold_of[p], **{v: round(by[v][p], 4)

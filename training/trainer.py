@@ -28,6 +28,7 @@ from training import curves
 from training import distribution
 from training import fine_tune
 from training import model_files
+from training import run_info
 from training import saved_model
 
 # The learning rate given is for this global batch; larger batches scale it by the square
@@ -260,11 +261,21 @@ def _refuse_bad_model_file(function, *args, **kwargs):
 
 def train(config, strategy):
   """Trains, checkpoints the best model, exports best_model.h5, saved_model/ and
-  training_curves.png.
+  training_curves.png. The chief first records the run (run_info.json) and copies its log
+  into run.log, so the result can be traced later.
 
   Returns:
     The Keras History of this process's fit call.
   """
+  if not distribution.is_chief():
+    return _train(config, strategy)
+  os.makedirs(config.model_dir, exist_ok=True)
+  run_info.write(config.model_dir)
+  with run_info.log_to_file(config.model_dir):
+    return _train(config, strategy)
+
+
+def _train(config, strategy):
   run = Run(config, strategy)
   chief = distribution.is_chief()
   write_dir = distribution.write_dir(config.model_dir)

@@ -80,14 +80,18 @@ def test_cli_fine_tunes_with_a_frozen_encoder(source, tmp_path):
   assert "initialized" in result.stderr and "froze" in result.stderr
   before = keras.models.load_model(source_run / "best_model.keras", compile=False)
   after = keras.models.load_model(tmp_path / "run" / "best_model.keras", compile=False)
-  encoder = [l.name for l in after.layers if l.weights and l.name.startswith(blocks.ENCODER_PREFIXES)]
-  decoder = [l.name for l in after.layers if l.weights and l.name.startswith("up")]
+  weighted = [layer.name for layer in after.layers if layer.weights]
+  encoder = [name for name in weighted if name.startswith(blocks.ENCODER_PREFIXES)]
+  decoder = [name for name in weighted if name.startswith("up")]
   assert encoder and decoder
+
+  def pairs(name):
+    return zip(after.get_layer(name).get_weights(), before.get_layer(name).get_weights())
+
   for name in encoder:  # frozen: kernels and batch-norm statistics as the source left them
-    for mine, theirs in zip(after.get_layer(name).get_weights(), before.get_layer(name).get_weights()):
+    for mine, theirs in pairs(name):
       np.testing.assert_array_equal(mine, theirs)
-  assert any(not np.array_equal(a, b) for name in decoder for a, b in
-             zip(after.get_layer(name).get_weights(), before.get_layer(name).get_weights()))
+  assert any(not np.array_equal(a, b) for name in decoder for a, b in pairs(name))
 
 
 def _saved(tmp_path, name, **config):

@@ -20,6 +20,7 @@ from input_pipeline import augment as augment_lib
 from input_pipeline import decode
 from input_pipeline import manifests
 from input_pipeline import reader
+from model import contract
 from model import losses
 from model import metrics as metrics_lib
 from model import unet
@@ -304,20 +305,12 @@ def _train(config, strategy):
   return history
 
 
-DATASET_INFO = "dataset.json"
-
-
 def write_dataset_info(config, run):
-  """What prediction and evaluation need: the preprocessing recipe of the training slices,
-  the task, and the folds the model trained and validated on."""
-  layout = run.layout
-  atomic.write_json(os.path.join(config.model_dir, DATASET_INFO), {
-      "task": config.task, "region_names": list(decode.REGION_NAMES[config.task]),
-      "image_size": layout.image_size, "channels": layout.channels,
-      "modalities": list(layout.modalities), "preprocessing": layout.preprocessing,
-      "normalization_by_drop": layout.normalization,
-      "val_fold": run.val_folds[0] if run.val_folds and not config.val_data_dir else None,
-      "train_folds": run.train_folds, "checkpoint": config.checkpoint})
+  """The model's contract (model/contract.py): what prediction and evaluation need."""
+  contract.write(config.model_dir, contract.training_info(
+      task=config.task, layout=run.layout,
+      val_fold=run.val_folds[0] if run.val_folds and not config.val_data_dir else None,
+      train_folds=run.train_folds, checkpoint=config.checkpoint))
 
 
 def export(model_dir):

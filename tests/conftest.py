@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
-import tensorflow as tf
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the mains do: docs/benchmarks.md
+
+import tensorflow as tf  # pylint: disable=wrong-import-position
 
 # Two logical CPU devices for MirroredStrategy tests; must happen before TensorFlow starts.
 tf.config.set_logical_device_configuration(

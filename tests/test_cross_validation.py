@@ -3,13 +3,11 @@ full resolution, rules chosen, summary written, and a second run redoes nothing.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_script
 from data_prep import convert
 from data_prep import patient_conversion
 from data_prep import synthetic
@@ -22,9 +20,7 @@ _TINY = ("--epochs=1,--steps_per_epoch=2,--base_filters=4,--depth=2,--batch_size
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "cross_validate_main.py"),
-                         *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
-                        timeout=600, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  return run_script("cross_validate_main.py", *args, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, run_module
+from conftest import run_module
 import model  # noqa: F401  registers the custom losses and metrics for load_model
-from data_prep import convert
-from data_prep import patient_conversion
-from data_prep import synthetic
-
-TINY_FLAGS = ["--base_filters=4", "--depth=2", "--batch_size=8", "--tensorboard_images=0",
-              "--shuffle_buffer=64"]
 
 # Runs in a fresh interpreter: imports of this project's packages fail (it is installed in
 # editable mode, so a plain cwd/PYTHONPATH change would not keep it out).
@@ -44,20 +38,9 @@ print(json.dumps({"inputs": {k: [v.shape.as_list(), v.dtype.name] for k, v in in
 """
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("export")
-  synthetic.generate(str(root / "source"), num_patients=6, fmt="nifti", seed=2, num_slices=16)
-  convert.convert(str(root / "source"), str(root / "tfrecords"), progress=False,
-                  options=patient_conversion.ConversionOptions(image_size=32))
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "train_main.py"),
-       f"--data_dir={root / 'tfrecords'}", f"--model_dir={root / 'run'}", *TINY_FLAGS,
-       "--epochs=2", "--steps_per_epoch=3"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-  assert result.returncode == 0, result.stderr[-3000:]
-  return root / "run"
+@pytest.fixture(name="run_dir")
+def _run_dir(tiny_run):
+  return tiny_run[0]
 
 
 def _serve_in_fresh_process(saved_model, x, tmp_path):

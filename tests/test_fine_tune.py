@@ -2,20 +2,14 @@
 a source that does not fit is refused in one line, and a backup wins over the source."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from conftest import run_script
 import model  # noqa: F401  registers the custom losses and metrics for load_model
-from data_prep import convert
-from data_prep import patient_conversion
-from data_prep import synthetic
 from model import blocks
 from model import unet
 from training import trainer
@@ -25,23 +19,10 @@ TINY = {"base_filters": 4, "depth": 2, "batch_size": 8, "shuffle_buffer": 64,
 TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()]
 
 
-def _run(*args, timeout=300):
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train_main.py"), *map(str, args)],
-                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
+@pytest.fixture(name="source")
+def _source(tiny_drop, tiny_run):
   """(data_dir, run folder of a tiny model trained long enough to differ from a fresh one)."""
-  root = tmp_path_factory.mktemp("fine_tune")
-  synthetic.generate(str(root / "source"), num_patients=6, fmt="nifti", seed=2, num_slices=16)
-  convert.convert(str(root / "source"), str(root / "tfrecords"), progress=False,
-                  options=patient_conversion.ConversionOptions(image_size=32))
-  result = _run(f"--data_dir={root / 'tfrecords'}", f"--model_dir={root / 'source_run'}",
-                *TINY_FLAGS, "--epochs=2", "--steps_per_epoch=6", "--learning_rate=3e-3")
-  assert result.returncode == 0, result.stderr[-3000:]
-  return str(root / "tfrecords"), root / "source_run"
+  return str(tiny_drop), tiny_run[0]
 
 
 def _config(data_dir, model_dir, **overrides):
@@ -73,9 +54,10 @@ def test_a_fine_tuned_run_starts_at_the_source_models_dice(source, tmp_path):
 
 def test_cli_fine_tunes_with_a_frozen_encoder(source, tmp_path):
   data_dir, source_run = source
-  result = _run(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS,
-                f"--init_from={source_run / 'best_model.keras'}", "--freeze_encoder",
-                "--epochs=1", "--steps_per_epoch=3", "--learning_rate=3e-3")
+  result = run_script("train_main.py", f"--data_dir={data_dir}",
+                      f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS,
+                      f"--init_from={source_run / 'best_model.keras'}", "--freeze_encoder",
+                      "--epochs=1", "--steps_per_epoch=3", "--learning_rate=3e-3")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "initialized" in result.stderr and "froze" in result.stderr
   before = keras.models.load_model(source_run / "best_model.keras", compile=False)
@@ -131,8 +113,9 @@ def test_cli_refuses_in_one_line(source, tmp_path, flags, message):
   data_dir, _ = source
   four = _saved(tmp_path, "four.keras", channels=4)
   flags = [flag.replace("FOUR", str(four)) for flag in flags]
-  result = _run(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS,
-                "--epochs=1", *flags, timeout=120)
+  result = run_script("train_main.py", f"--data_dir={data_dir}",
+                      f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS,
+                      "--epochs=1", *flags, timeout=120)
   assert result.returncode == 1
   assert message.replace("FOUR", str(four)) in result.stderr
   assert "Traceback" not in result.stderr

@@ -7,41 +7,14 @@ import os
 import platform
 import re
 import subprocess
-import sys
 
 from absl import logging
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from data_prep import convert
-from data_prep import patient_conversion
-from data_prep import synthetic
 from training import run_info
-
-TINY_FLAGS = ["--base_filters=4", "--depth=2", "--batch_size=8", "--tensorboard_images=0",
-              "--shuffle_buffer=64"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(run folder, time just before training started)."""
-  root = tmp_path_factory.mktemp("run_info")
-  synthetic.generate(str(root / "source"), num_patients=6, fmt="nifti", seed=2, num_slices=16)
-  convert.convert(str(root / "source"), str(root / "tfrecords"), progress=False,
-                  options=patient_conversion.ConversionOptions(image_size=32))
-  started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "train_main.py"),
-       f"--data_dir={root / 'tfrecords'}", f"--model_dir={root / 'run'}", *TINY_FLAGS,
-       "--epochs=1", "--steps_per_epoch=2"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-  assert result.returncode == 0, result.stderr[-3000:]
-  return root / "run", started, result
-
 
 def _is_checkout(folder):
   result = subprocess.run(["git", "-C", folder, "rev-parse", "--show-toplevel"],
@@ -49,15 +22,15 @@ def _is_checkout(folder):
   return result.returncode == 0 and os.path.samefile(result.stdout.strip(), folder)
 
 
-def test_run_info_records_versions_code_devices_and_command(trained):
-  run_dir, started, _ = trained
+def test_run_info_records_versions_code_devices_and_command(tiny_run):
+  run_dir, started, _ = tiny_run
   info = json.loads((run_dir / run_info.RUN_INFO).read_text())
   assert {"started_utc", "command", "python", "tensorflow", "keras", "numpy", "git", "devices",
           "cpu"} <= set(info)
   assert info["tensorflow"] == tf.__version__ and info["keras"] == keras.__version__
   assert info["numpy"] == np.__version__ and info["python"] == platform.python_version()
   assert info["command"][0].endswith("train_main.py")
-  assert f"--model_dir={run_dir}" in info["command"] and "--steps_per_epoch=2" in info["command"]
+  assert f"--model_dir={run_dir}" in info["command"] and "--steps_per_epoch=6" in info["command"]
   start = datetime.datetime.fromisoformat(info["started_utc"])
   assert start.tzinfo is not None and started <= start <= started + datetime.timedelta(minutes=5)
   assert any(d["type"] == "CPU" and "CPU" in d["name"] for d in info["devices"])
@@ -69,8 +42,8 @@ def test_run_info_records_versions_code_devices_and_command(trained):
     assert info["git"] == {"commit": None, "dirty": None}
 
 
-def test_the_absl_log_goes_to_run_log_and_the_console(trained):
-  run_dir, _, result = trained
+def test_the_absl_log_goes_to_run_log_and_the_console(tiny_run):
+  run_dir, _, result = tiny_run
   log = (run_dir / run_info.LOG_FILE).read_text()
   assert "training on folds" in log and "training on folds" in result.stderr
   assert re.search(r"^I\d{4} [\d:.]+ +\d+ trainer\.py:\d+\] training on folds", log, re.M)

@@ -59,6 +59,18 @@ def read_info(model_dir):
     raise EvaluationError(str(error)) from None
 
 
+def info_for(model, folder):
+  """The contract in `folder` of `model` beside it (None when there is none); refused in one
+  line when it records another task than the model's outputs."""
+  info = read_info(folder)
+  if info is not None and task_of(model) != info["task"]:
+    raise EvaluationError(
+        f"{os.path.join(folder, contract.DATASET_INFO)}: records task {info['task']} "
+        f"({decode.num_targets(info['task'])} outputs), but the model beside it has "
+        f"{model.output_shape[-1]}; this dataset.json belongs to another model")
+  return info
+
+
 def default_info(model):
   """For a bare model file: FLAIR whole slices, the converter's old rule (a model taking
   other channels is then refused by `Segmenter` in one line)."""
@@ -92,10 +104,11 @@ def load_members(model_dirs=(), model_paths=()):
   for model_dir in model_dirs:
     for run_dir in member_dirs(model_dir):
       model = load_model(os.path.join(run_dir, MODEL_FILE))
-      members.append(Member(run_dir, model, read_info(run_dir) or default_info(model)))
+      members.append(Member(run_dir, model, info_for(model, run_dir) or default_info(model)))
   for path in model_paths:
     model = load_model(path)
-    members.append(Member(path, model, read_info(os.path.dirname(path)) or default_info(model)))
+    members.append(Member(path, model,
+                          info_for(model, os.path.dirname(path)) or default_info(model)))
   if not members:
     raise EvaluationError("no model given")
   first = members[0]

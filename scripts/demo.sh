@@ -43,9 +43,11 @@ step $PYTHON predict_main.py --model_dir="$DEMO_DIR/run" --input="$DEMO_DIR/new_
   --output_dir="$DEMO_DIR/prediction"
 
 echo
-echo "demo finished in $(( $(date +%s) - start )) s"
+echo "demo finished in $(( $(date +%s) - start )) s on $($PYTHON -c \
+  'from training import run_info; print(run_info.cpu_model())')"
 echo "  converted drops:   $DEMO_DIR/tfrecords/*/manifest.json (overlays in */overlays/)"
 echo "  training:          $DEMO_DIR/run/ (best_model.keras, best_model.h5, history.csv, training_curves.png)"
+echo "  TF Serving:        $DEMO_DIR/run/saved_model/ (docs/deploy.md)"
 echo "  TensorBoard:       tensorboard --logdir $DEMO_DIR/run/tensorboard"
-echo "  evaluation:        $DEMO_DIR/run/eval/ (metrics.json, per_patient.csv, overlays/, gifs/)"
+echo "  evaluation:        $DEMO_DIR/run/eval/report.html (and metrics.json, per_patient.csv, overlays/, gifs/)"
 echo "  new patient mask:  $DEMO_DIR/prediction/*_pred.nii.gz and *_pred.gif"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -128,6 +129,17 @@ def test_a_foreign_dataset_json_is_refused_in_one_line(tmp_path):
   (tmp_path / contract.DATASET_INFO).write_text("{not json")
   with pytest.raises(inference.EvaluationError, match="not a readable dataset.json"):
     inference.read_info(str(tmp_path))
+
+
+def test_a_dataset_json_of_another_task_is_refused_in_one_line(runs, tmp_path):
+  run = tmp_path / "run"
+  shutil.copytree(runs / "fold0", run)
+  contract.write(str(run), {**contract.read(str(run)), "task": "regions"})
+  with pytest.raises(inference.EvaluationError) as error:
+    inference.load_members([str(run)])
+  message = str(error.value)
+  assert message.startswith(f"{run / contract.DATASET_INFO}: records task regions (3 outputs)")
+  assert "the model beside it has 1" in message and "\n" not in message
 
 
 def test_segment_pastes_back_into_the_source_grid(runs):

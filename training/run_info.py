@@ -21,7 +21,8 @@ _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_model():
-  """CPU name and vector width: the same training runs 2-3x slower without AVX-512."""
+  """CPU name and vector width: the same training runs several times slower without AVX-512
+  (docs/benchmarks.md)."""
   name, flags = platform.processor() or "unknown CPU", ""
   if os.path.isfile("/proc/cpuinfo"):
     with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -19,9 +19,10 @@ from evaluation import postprocess
 from input_pipeline import augment
 from input_pipeline import decode
 from model import contract
+from training import model_files
 
 THRESHOLD = contract.THRESHOLD
-MODEL_FILE = "best_model.keras"
+MODEL_FILE = model_files.BEST_MODEL
 # Where folders from before the contract recorded the inference rules.
 LEGACY_INFERENCE_RULES = "inference.json"
 DEFAULT_TTA = True  # docs/accuracy.md: the ablation table that chose it
@@ -32,15 +33,11 @@ class EvaluationError(ValueError):
 
 
 def load_model(path):
-  """Loads a Keras model file without compiling it."""
-  import keras
-  import model  # noqa: F401  registers the custom losses and metrics
-  if not os.path.isfile(path):
-    raise EvaluationError(f"{path}: no trained model there (train_main.py writes {MODEL_FILE})")
+  """The uncompiled Keras model in a file or run folder (one-line errors)."""
   try:
-    return keras.models.load_model(path, compile=False)
-  except Exception as error:  # a truncated or foreign file
-    raise EvaluationError(f"{path}: cannot be loaded as a Keras model ({error})") from None
+    return model_files.load(path)
+  except model_files.ModelFileError as error:
+    raise EvaluationError(str(error)) from None
 
 
 def task_of(model):
@@ -84,6 +81,8 @@ def member_dirs(model_dir):
     return [model_dir]
   folds = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
                  if d.startswith("fold") and os.path.isfile(os.path.join(model_dir, d, MODEL_FILE)))
+  if not folds and model_files.is_saved_model(model_dir):
+    load_model(model_dir)  # refused in one line saying what a SavedModel is for
   if not folds:
     raise EvaluationError(f"{model_dir}: no trained model there ({MODEL_FILE}, or fold*/ runs "
                           "of a cross-validation)")

@@ -101,6 +101,13 @@ def _zip_without_model(tmp_path):
   return path, "cannot be loaded as a Keras model"
 
 
+def _saved_model_folder(tmp_path):
+  folder = tmp_path / "serving" / "1"  # as TF Serving lays it out
+  folder.mkdir(parents=True)
+  (folder / "saved_model.pb").write_bytes(b"")
+  return folder, "a SavedModel, for serving (docs/deploy.md); give the run folder"
+
+
 def _empty_run_folder(tmp_path):
   (tmp_path / "run").mkdir()
   return tmp_path / "run" / "best_model.keras", "no such file (a run folder holds"
@@ -111,7 +118,8 @@ def _empty_run_folder(tmp_path):
     _empty_run_folder,
     _not_a_model,
     _zip_without_model,
-], ids=["missing", "empty_run_folder", "text_file", "zip_without_model"])
+    _saved_model_folder,
+], ids=["missing", "empty_run_folder", "text_file", "zip_without_model", "saved_model"])
 def test_a_bad_model_path_fails_in_one_line(tmp_path, make):
   path, reason = make(tmp_path)
   argument = path.parent if path.name == "best_model.keras" else path

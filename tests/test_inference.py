@@ -142,6 +142,15 @@ def test_a_dataset_json_of_another_task_is_refused_in_one_line(runs, tmp_path):
   assert "the model beside it has 1" in message and "\n" not in message
 
 
+def test_a_saved_model_is_pointed_to_its_run_folder(tmp_path):
+  (tmp_path / "saved_model.pb").write_bytes(b"")
+  for load in (lambda: inference.load_members([str(tmp_path)]),
+               lambda: inference.load_members(model_paths=[str(tmp_path)])):
+    with pytest.raises(inference.EvaluationError) as error:
+      load()
+    assert str(error.value).startswith(f"{tmp_path}: a SavedModel, for serving")
+
+
 def test_segment_pastes_back_into_the_source_grid(runs):
   segmenter = inference.Segmenter(inference.load_members([str(runs / "context")]), tta=False)
   image = np.zeros((6, 60, 50, 1), np.float32)

@@ -15,6 +15,9 @@ class ModelFileError(ValueError):
 
 def resolve(path):
   """`path` itself for a model file, `<path>/best_model.keras` for a run folder."""
+  if is_saved_model(path):
+    raise ModelFileError(f"{path}: a SavedModel, for serving (docs/deploy.md); give the run "
+                         f"folder that holds it, or its {BEST_MODEL}")
   if os.path.isdir(path):
     best = os.path.join(path, BEST_MODEL)
     if not os.path.isfile(best):
@@ -26,6 +29,10 @@ def resolve(path):
   if not path.endswith(SUFFIXES):
     raise ModelFileError(f"{path}: not a model file (expected .keras, .h5 or a run folder)")
   return path
+
+
+def is_saved_model(path):
+  return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
 def load(path):

@@ -57,7 +57,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from evaluation import evaluate
-  from evaluation import inference
   output_dir = _OUTPUT_DIR.value or os.path.join(model_flags.MODEL_DIR.value[0], "eval")
   stress = _STRESS.value
   if stress:

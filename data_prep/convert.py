@@ -18,9 +18,7 @@ from data_prep import drops
 from data_prep import folds
 from data_prep import overlays as overlays_lib
 from data_prep import patient_conversion
-from data_prep import preprocessing
 from data_prep import sources as sources_lib
-from data_prep.errors import BadInputError
 
 SCHEMA_VERSION = 1
 DEFAULT_SHARD_BYTES = 128 << 20

@@ -227,10 +227,12 @@ def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlay
     if stress_rows:
       metrics["stress"] = _stress_metrics(stress_rows, regions)
     _write_outputs(output_dir, rows, metrics, stress_rows)
-    _draw(output_dir, scratch, rows, regions[0], overlays, gif, gif_scale)
+    overlay_files, gif_files = _draw(output_dir, scratch, rows, regions[0], overlays, gif,
+                                     gif_scale)
     run_dirs = [m.path if os.path.isdir(m.path) else os.path.dirname(m.path)
                 for m in segmenter.members]
-    report.write_report(output_dir, metrics, rows, report.copy_curves(output_dir, run_dirs))
+    report.write_report(output_dir, metrics, rows, overlays=overlay_files, gifs=gif_files,
+                        curves=report.copy_curves(output_dir, run_dirs))
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   return metrics
@@ -270,7 +272,6 @@ def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, prog
 
 def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, progress):
   """Scores each patient on the stored slices (when the source files are gone)."""
-  regions = decode.REGION_NAMES[task]
   dataset = reader.build_dataset(data_dir, folds=folds, drops=drops, task=task, training=False,
                                  with_metadata=True, global_batch_size=batch_size)
   centre = segmenter.recipe.context_slices * len(segmenter.recipe.modalities)
@@ -341,7 +342,9 @@ def ranked_patients(rows, region):
 
 
 def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
+  """Draws the overlays and GIFs; returns the paths written, relative to `output_dir`."""
   chosen = ranked_patients(rows, region)
+  overlay_files, gif_files = [], []
   gif_patients = (sorted({r["patient_id"] for r in rows}) if gif == "all" else
                   list(dict.fromkeys(chosen.values())) if gif == "selected" else [])
   if overlays:
@@ -354,6 +357,7 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
                                            data["truth"][i], data["prediction"][i], scale=2)
         name = f"{rank}_{patient_id}_slice{int(data['slice_index'][i]):03d}.png"
       overlays_lib.save_png(os.path.join(output_dir, "overlays", name), picture)
+      overlay_files.append(f"overlays/{name}")
   if gif_patients:
     os.makedirs(os.path.join(output_dir, "gifs"), exist_ok=True)
     for patient_id in gif_patients:
@@ -361,6 +365,8 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
         pictures.volume_gif(os.path.join(output_dir, "gifs", f"{patient_id}.gif"),
                             data["image"].astype(np.float32), data["truth"], data["prediction"],
                             scale=gif_scale)
+      gif_files.append(f"gifs/{patient_id}.gif")
+  return overlay_files, gif_files
 
 
 def summary_text(metrics):

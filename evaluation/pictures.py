@@ -3,7 +3,6 @@ red prediction, yellow overlap)."""
 
 import io
 
-import numpy as np
 from PIL import Image
 
 from data_prep import atomic

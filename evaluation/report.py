@@ -82,13 +82,6 @@ def copy_curves(output_dir, run_dirs):
   return names
 
 
-def _files(output_dir, folder, suffix):
-  path = os.path.join(output_dir, folder)
-  if not os.path.isdir(path):
-    return []
-  return sorted(f"{folder}/{name}" for name in os.listdir(path) if name.endswith(suffix))
-
-
 def _summary_table(metrics, rows):
   head = "".join(f"<th>{html.escape(title)}</th>" for title, _, _ in _SUMMARY_COLUMNS)
   body = []
@@ -122,9 +115,10 @@ def _figures(paths, caption=os.path.basename):
                  for path in paths)
 
 
-def write_report(output_dir, metrics, rows, curves=()):
+def write_report(output_dir, metrics, rows, *, overlays=(), gifs=(), curves=()):
   """Writes `output_dir`/report.html from the metrics and per-patient rows already written,
-  linking the overlays, GIFs and training curves found in `output_dir`."""
+  linking the overlays, GIFs and training curves this evaluation wrote (paths relative to
+  `output_dir`; pictures an earlier evaluation left in the folder are not shown)."""
   inference = metrics.get("inference", {})
   setting = (f"{metrics['num_patients']} patients, task {metrics['task']}, threshold "
              f"{metrics['threshold']}, scored on the {metrics.get('grid', 'source')} grid; "
@@ -134,13 +128,11 @@ def write_report(output_dir, metrics, rows, curves=()):
               "<h2>Summary</h2>", _summary_table(metrics, rows),
               "<h2>Patients</h2><p>Click a column to sort; worst Dice first.</p>",
               _patient_table(rows)]
-  overlays = _files(output_dir, "overlays", ".png")
   if overlays:
     sections += ["<h2>Overlays</h2><p>Green: truth; red: prediction; yellow: both.</p>",
-                 _figures(overlays)]
-  gifs = _files(output_dir, "gifs", ".gif")
+                 _figures(list(overlays))]
   if gifs:
-    sections += ["<h2>Through the volume</h2>", _figures(gifs)]
+    sections += ["<h2>Through the volume</h2>", _figures(list(gifs))]
   if curves:
     sections += ["<h2>Training curves</h2>", _figures(list(curves))]
   page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -128,3 +128,14 @@ def test_a_bad_model_path_fails_in_one_line(tmp_path, make):
   assert result.stderr.strip().splitlines()[-1].startswith(f"error: {path}: {reason}")
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "saved_model").exists()
+
+
+def test_a_destination_that_is_not_a_saved_model_is_left_alone(run_dir, tmp_path):
+  notes = tmp_path / "notes.txt"
+  notes.write_text("mine")
+  result = run_module("training.export_main", f"--model_dir={run_dir}", f"--output_dir={notes}",
+                      timeout=180)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: {notes}: exists and is not a SavedModel folder; not replaced")
+  assert notes.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes.txt"]

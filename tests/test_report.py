@@ -29,10 +29,12 @@ def folder(tmp_path):
   (out / "gifs").mkdir()
   picture = np.zeros((8, 8, 3), np.uint8)
   overlays.save_png(str(out / "overlays" / "worst_P_low_slice010.png"), picture)
+  overlays.save_png(str(out / "overlays" / "worst_P_old_slice001.png"), picture)  # earlier eval
   overlays.save_png(str(run_dir / report.CURVES), picture)
   (out / "gifs" / "P_low.gif").write_bytes(b"GIF89a")
   curves = report.copy_curves(str(out), [str(run_dir)])
-  report.write_report(str(out), METRICS, ROWS, curves)
+  report.write_report(str(out), METRICS, ROWS, overlays=["overlays/worst_P_low_slice010.png"],
+                      gifs=["gifs/P_low.gif"], curves=curves)
   return out
 
 

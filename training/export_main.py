@@ -29,8 +29,10 @@ def main(argv):
   from training import saved_model  # TensorFlow loads only once the path is known to exist
   try:
     path = saved_model.export_run(_MODEL_DIR.value, _OUTPUT_DIR.value)
-  except model_files.ModelFileError as error:
+  except (model_files.ModelFileError, saved_model.ExportError) as error:
     sys.exit(f"error: {error}")
+  except OSError as error:  # e.g. a read-only destination
+    sys.exit(f"error: {error.filename or _OUTPUT_DIR.value}: {error.strerror or error}")
   print(f"exported: {path} (signature serving_default: {saved_model.INPUT_NAME} float32 "
         f"[N, H, W, C] -> {saved_model.OUTPUT_NAME} float32 [N, H, W, K])")
 

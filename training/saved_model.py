@@ -15,11 +15,18 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 
 
+class ExportError(ValueError):
+  """A destination that is not ours to replace (printed as one line)."""
+
+
 def export(model, path):
-  """Writes the SavedModel of `model` to `path`, atomically: a reader finds the old export or
-  the complete new one, never half of one (an older export is removed only after)."""
+  """Writes the SavedModel of `model` to `path`: a reader never finds half of one (the new
+  export is renamed into place; an older export is moved aside first and deleted after)."""
   import keras
   import tensorflow as tf
+  if os.path.exists(path) and not (os.path.isdir(path) and (
+      not os.listdir(path) or os.path.isfile(os.path.join(path, "saved_model.pb")))):
+    raise ExportError(f"{path}: exists and is not a SavedModel folder; not replaced")
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

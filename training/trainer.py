@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data_prep import atomic
 from input_pipeline import augment as augment_lib
 from input_pipeline import decode
 from input_pipeline import manifests

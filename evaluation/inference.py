@@ -151,15 +151,23 @@ class InferenceRules:
 def read_rules(model_dir):
   """The rules recorded in a run's or a cross-validation folder's contract (dataset.json,
   under "inference"; inference.json in older folders); defaults when none."""
+  path = os.path.join(model_dir, contract.DATASET_INFO)
   entry = (read_info(model_dir) or {}).get("inference")
   legacy = os.path.join(model_dir, LEGACY_INFERENCE_RULES)
   if entry is None and os.path.isfile(legacy):
-    with open(legacy, encoding="utf-8") as f:
-      entry = json.load(f)
+    path = legacy
+    try:
+      with open(legacy, encoding="utf-8") as f:
+        entry = json.load(f)
+    except (OSError, ValueError) as error:
+      raise EvaluationError(f"{legacy}: not readable JSON ({error})") from None
   if entry is None:
     return InferenceRules()
-  return InferenceRules(bool(entry.get("tta", DEFAULT_TTA)),
-                        postprocess.PostProcessing.from_json(entry.get("postprocessing")))
+  try:
+    return InferenceRules(bool(entry.get("tta", DEFAULT_TTA)),
+                          postprocess.PostProcessing.from_json(entry.get("postprocessing")))
+  except (AttributeError, TypeError, ValueError) as error:
+    raise EvaluationError(f"{path}: unusable inference rules ({error})") from None
 
 
 @dataclasses.dataclass

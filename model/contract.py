@@ -56,6 +56,11 @@ def read(model_dir):
     raise ContractError(f"{path}: not a readable dataset.json ({error})") from None
   if not isinstance(info, dict) or info.get("task") not in decode.TASKS:
     raise ContractError(f"{path}: no task of {decode.TASKS}; not a dataset.json of this project")
+  try:
+    recipe(info)
+  except (KeyError, TypeError, ValueError) as error:
+    raise ContractError(f"{path}: no usable preprocessing recipe ({type(error).__name__}: "
+                        f"{error}); not a dataset.json this project wrote") from None
   return info
 
 

@@ -142,6 +142,21 @@ def test_a_dataset_json_of_another_task_is_refused_in_one_line(runs, tmp_path):
   assert "the model beside it has 1" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("change", [
+    lambda info: {k: v for k, v in info.items() if k not in ("preprocessing", "image_size")},
+    lambda info: {**info, "inference": "tta please"},
+    lambda info: {**info, "inference": {"postprocessing": {"min_blobs": 3}}},
+], ids=["no_recipe", "rules_not_a_dict", "unknown_rule"])
+def test_a_damaged_dataset_json_is_refused_in_one_line(runs, tmp_path, change):
+  run = tmp_path / "run"
+  shutil.copytree(runs / "fold0", run)
+  contract.write(str(run), change(contract.read(str(run))))
+  with pytest.raises(inference.EvaluationError) as error:
+    inference.build_segmenter([str(run)])
+  assert str(error.value).startswith(f"{run / contract.DATASET_INFO}: ")
+  assert "\n" not in str(error.value)
+
+
 def test_a_saved_model_is_pointed_to_its_run_folder(tmp_path):
   (tmp_path / "saved_model.pb").write_bytes(b"")
   for load in (lambda: inference.load_members([str(tmp_path)]),

@@ -119,6 +119,7 @@ def test_cli_refuses_in_one_line(source, tmp_path, flags, message):
   assert result.returncode == 1
   assert message.replace("FOUR", str(four)) in result.stderr
   assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run" / "run_info.json").exists()  # a refused start is no start
 
 
 class _StopAfterFirstEpoch(keras.callbacks.Callback):

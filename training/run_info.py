@@ -78,7 +78,7 @@ def write(model_dir):
     with open(path, encoding="utf-8") as f:
       previous = json.load(f)
     info["earlier_starts"] = previous.pop("earlier_starts", []) + [previous]
-  except (OSError, ValueError, AttributeError):
+  except (OSError, ValueError, AttributeError, TypeError):
     pass  # first start, or an unreadable record that is not worth keeping
   atomic.write_json(path, info)
   return info

@@ -267,16 +267,16 @@ def train(config, strategy):
   Returns:
     The Keras History of this process's fit call.
   """
+  run = Run(config, strategy)  # a refused configuration leaves no record behind
   if not distribution.is_chief():
-    return _train(config, strategy)
+    return _train(config, strategy, run)
   os.makedirs(config.model_dir, exist_ok=True)
   run_info.write(config.model_dir)
   with run_info.log_to_file(config.model_dir):
-    return _train(config, strategy)
+    return _train(config, strategy, run)
 
 
-def _train(config, strategy):
-  run = Run(config, strategy)
+def _train(config, strategy, run):
   chief = distribution.is_chief()
   write_dir = distribution.write_dir(config.model_dir)
   os.makedirs(write_dir, exist_ok=True)

@@ -129,6 +129,13 @@ flags.register_validator("init_from", lambda p: p is None or not _is_local(p) or
 flags.register_multi_flags_validator(
     ["freeze_encoder", "init_from"], lambda f: not f["freeze_encoder"] or f["init_from"],
     "--freeze_encoder needs --init_from (a random encoder is not worth keeping)")
+flags.register_multi_flags_validator(
+    ["deep_supervision", "architecture"],
+    lambda f: not f["deep_supervision"] or f["architecture"] == "unet_plus_plus",
+    "--deep_supervision needs --architecture=unet_plus_plus (the only one with nested heads)")
+flags.register_multi_flags_validator(
+    ["loss", "region_weights"], lambda f: f["loss"] != "bce" or not f["region_weights"],
+    "--region_weights weight the Dice term; --loss=bce has none (use dice or bce_dice)")
 
 
 def _positive_numbers(values):
@@ -157,6 +164,10 @@ def _write_flags(model_dir):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _ARCHITECTURE.value != "trans_unet" and any(
+      flags.FLAGS[name].present for name in ("transformer_layers", "transformer_heads")):
+    sys.exit("error: --transformer_layers and --transformer_heads shape --architecture=trans_unet "
+             f"only, not {_ARCHITECTURE.value}")
   # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF call.
   from training import distribution
   try:

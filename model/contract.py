@@ -21,8 +21,9 @@ from input_pipeline import decode
 
 DATASET_INFO = "dataset.json"
 THRESHOLD = 0.5  # on each sigmoid output
-# How masks are written: whole_tumor 1 = tumour; regions the BraTS labels, nested
-# (2 edema, 1 necrotic and non-enhancing core, 4 enhancing; 3 in BraTS 2023 naming).
+# How masks are written: whole_tumor 1 = tumour; regions the BraTS label values, nested
+# (2 edema, 1 necrotic and non-enhancing core, 4 enhancing, or 3 when the source case
+# follows the BraTS 2023 naming: prediction writes a case's mask in that case's own scheme).
 LABEL_SCHEME = "brats"
 
 

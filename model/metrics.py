@@ -2,11 +2,14 @@
 
 Dice and IoU are accumulated over every pixel seen (intersection and sums), then
 computed once: a ratio of sums, not a mean of per-batch ratios. Predictions are
-thresholded at 0.5 first (MeanIoU on raw probabilities is meaningless).
+thresholded first at the contract's THRESHOLD (MeanIoU on raw probabilities is
+meaningless).
 """
 
 import keras
 from keras import ops
+
+from model.contract import THRESHOLD
 
 REGION_SHORT_NAMES = {"whole_tumor": "wt", "tumor_core": "tc", "enhancing_tumor": "et"}
 _PACKAGE = "brats_unet"
@@ -15,7 +18,7 @@ _PACKAGE = "brats_unet"
 class _Overlap(keras.metrics.Metric):
   """Accumulates intersection, predicted and true pixel counts of one channel (or all)."""
 
-  def __init__(self, channel=None, threshold=0.5, name=None, dtype=None):
+  def __init__(self, channel=None, threshold=THRESHOLD, name=None, dtype=None):
     super().__init__(name=name, dtype=dtype)
     self.channel = channel
     self.threshold = threshold
@@ -26,7 +29,7 @@ class _Overlap(keras.metrics.Metric):
   def update_state(self, y_true, y_pred, sample_weight=None):
     if self.channel is not None:
       y_true, y_pred = y_true[..., self.channel], y_pred[..., self.channel]
-    truth = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
+    truth = ops.cast(ops.greater(ops.cast(y_true, "float32"), THRESHOLD), "float32")
     predicted = ops.cast(ops.greater(ops.cast(y_pred, "float32"), self.threshold), "float32")
     self.intersection.assign_add(ops.sum(truth * predicted))
     self.predicted.assign_add(ops.sum(predicted))
@@ -61,7 +64,7 @@ class IoU(_Overlap):
 def build_metrics(region_names):
   """Named metrics for the target channels: dice, iou, accuracy (+ per region if several)."""
   metrics = [Dice(name="dice"), IoU(name="iou"),
-             keras.metrics.BinaryAccuracy(threshold=0.5, name="accuracy")]
+             keras.metrics.BinaryAccuracy(threshold=THRESHOLD, name="accuracy")]
   if len(region_names) > 1:
     for channel, region in enumerate(region_names):
       short = REGION_SHORT_NAMES.get(region, region)

@@ -55,8 +55,8 @@ TINY = UNetConfig(image_size=32, depth=2, base_filters=4, dropout=0.0)  # for te
 
 
 def build_unet(config=UNetConfig(), name="unet"):
-  """Builds the U-Net for `config` (whatever `config.architecture` says; `build_model`
-  dispatches); outputs sigmoid probabilities [B, H, W, num_outputs]."""
+  """Builds the classic U-Net of `config` (its `architecture` field is `build_model`'s to
+  read); outputs sigmoid probabilities [B, H, W, num_outputs]."""
   config.validate()
   inputs = blocks.image_input(config)
   x, skips = blocks.encoder(inputs, config)

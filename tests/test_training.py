@@ -135,9 +135,12 @@ def test_two_workers_train_one_short_epoch(data_dir, tmp_path):
     ("--task=brain", "--task"),
     ("--mixed_precision=fp8", "--mixed_precision"),
     ("--data_dir=/nonexistent", "--data_dir must be an existing folder"),
+    ("--deep_supervision", "--deep_supervision needs --architecture=unet_plus_plus"),
+    ("--loss=bce --region_weights=1,1,2", "--loss=bce has none"),
+    ("--transformer_heads=2", "shape --architecture=trans_unet only, not unet"),
 ])
 def test_invalid_flags_fail_in_one_line(data_dir, tmp_path, flag, message):
-  command = _train_command(data_dir, tmp_path / "run") + [flag]
+  command = _train_command(data_dir, tmp_path / "run") + flag.split()
   result = _run(command, timeout=60)
   assert result.returncode != 0
   assert message in result.stderr and "Traceback" not in result.stderr

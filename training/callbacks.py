@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.overlays import overlay_rgb
+from model.contract import THRESHOLD
 
 
 class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -40,7 +41,8 @@ class ValidationImages(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     probabilities = np.asarray(self.model(self.images, training=False))
-    pictures = [overlay_rgb(image[..., 0], target[..., 0] > 0.5, probability[..., 0] > 0.5)
+    pictures = [overlay_rgb(image[..., 0], target[..., 0] > THRESHOLD,
+                             probability[..., 0] > THRESHOLD)
                 for image, target, probability in zip(self.images, self.targets, probabilities)]
     with self.writer.as_default():
       tf.summary.image("validation/green_truth_red_prediction", np.stack(pictures), step=epoch,

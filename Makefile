@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: $(VENV)/.installed-beam
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile tests
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -37,10 +37,10 @@ def is_saved_model(path):
 
 def load(path):
   """The uncompiled Keras model at `path` (a file or a run folder)."""
+  path = resolve(path)
+  _check_container(path)  # both before TensorFlow loads: a wrong path fails at once
   import keras
   import model  # noqa: F401  registers the custom losses, metrics and layers
-  path = resolve(path)
-  _check_container(path)
   try:
     return keras.models.load_model(path, compile=False)
   except Exception as error:  # a truncated or foreign file: Keras raises many kinds

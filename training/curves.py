@@ -32,6 +32,7 @@ def plot_history(history_path, output_path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib import ticker
 
   history = read_history(history_path)
   figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -41,6 +42,7 @@ def plot_history(history_path, output_path):
         axis.plot(history["epoch"], history[prefix + metric], style, marker="o", markersize=3,
                   label=("validation " if prefix else "training ") + metric)
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # no epoch 1.5
     axis.set_title(metric)
     axis.grid(alpha=0.3)
     axis.legend()

@@ -16,6 +16,7 @@ from conftest import REPO_ROOT
 import model  # noqa: F401  registers the custom layers for load_model
 from model import losses
 from model import unet
+from training import saved_model
 from training import trainer
 
 # (architecture, deep_supervision): every builder, and U-Net++ with both outputs.
@@ -87,7 +88,7 @@ def test_one_step_under_mirrored_strategy_on_two_cpus(architecture):
 
 
 @pytest.mark.parametrize("architecture,deep_supervision", VARIANTS, ids=VARIANT_IDS)
-def test_keras_and_h5_files_reload_to_the_same_outputs(architecture, deep_supervision, tmp_path):
+def test_keras_h5_and_saved_model_give_the_same_outputs(architecture, deep_supervision, tmp_path):
   keras.utils.set_random_seed(1)
   built = unet.build_model(_tiny(architecture, deep_supervision, dropout=0.1))
   x = np.random.default_rng(2).normal(size=(2, 32, 32, 1)).astype(np.float32)
@@ -97,6 +98,11 @@ def test_keras_and_h5_files_reload_to_the_same_outputs(architecture, deep_superv
     restored = keras.models.load_model(tmp_path / name)
     np.testing.assert_allclose(np.asarray(restored(x)), expected, atol=1e-5, err_msg=name)
     assert [layer.name for layer in restored.layers] == [layer.name for layer in built.layers]
+  # every run ends with a SavedModel export (training/saved_model.py), so each family must export
+  saved_model.export(built, str(tmp_path / "saved_model"))
+  serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+  np.testing.assert_allclose(serve(image=tf.constant(x))["probabilities"].numpy(), expected,
+                             atol=1e-5, err_msg="saved_model")
 
 
 def test_unknown_architecture_names_the_valid_ones():

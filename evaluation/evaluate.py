@@ -279,7 +279,9 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
                          unit="patient", desc="evaluating", disable=not progress):
     entry = layout.patients[stack.patient_id]
     truth, probability, voxel, diagonal = _grid(stack, entry, layout.image_size)
-    predicted = inference.region_masks(probability, task, segmenter.postprocessing)
+    spacing = entry.get("spacing_mm") or [1.0, 1.0, 1.0]
+    rules = segmenter.postprocessing.on_voxels_of(np.prod(voxel) / np.prod(spacing))
+    predicted = inference.region_masks(probability, task, rules)
     yield {"patient_id": stack.patient_id, "slices": len(stack.slice_indices),
            "scores": score_regions(truth, predicted, voxel, diagonal),
            "probability": stack.probability, "target": stack.target,

@@ -59,6 +59,14 @@ class PostProcessing:
                min_relative_size=float(entry.get("min_relative_size", 0.0)),
                min_enhancing_voxels=int(entry.get("min_enhancing_voxels", 0)))
 
+  def on_voxels_of(self, volume_ratio):
+    """The same rule on a grid whose voxels hold `volume_ratio` source voxels each (the
+    stored grid): the minimum sizes, counted in source voxels, are converted."""
+    def convert(count):
+      return 0 if count == 0 else max(1, round(count / volume_ratio))
+    return dataclasses.replace(self, min_component_voxels=convert(self.min_component_voxels),
+                               min_enhancing_voxels=convert(self.min_enhancing_voxels))
+
   def describe(self):
     """One line for logs and tables."""
     parts = []

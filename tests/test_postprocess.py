@@ -190,3 +190,14 @@ def test_enhancing_rule_is_chosen_only_when_it_helps_more_patients_than_it_harms
   small_et = _box((1, 1, 1), (2, 2, 2))
   even = [(no_et, _box((1, 1, 1), (2, 2, 2))), (small_et, small_et)]
   assert postprocess.choose_enhancing_rule(even, candidates=(10,))[0] == 0
+
+
+def test_minimum_sizes_are_converted_to_the_stored_grid():
+  rule = postprocess.PostProcessing(min_component_voxels=300, min_relative_size=0.1,
+                                    min_enhancing_voxels=500)
+  coarse = rule.on_voxels_of(3.5)  # e.g. 240 -> 128 in-plane: each stored voxel ~3.5 source ones
+  assert (coarse.min_component_voxels, coarse.min_enhancing_voxels) == (86, 143)
+  assert coarse.min_relative_size == 0.1
+  assert postprocess.PostProcessing().on_voxels_of(3.5) == postprocess.PostProcessing()
+  tiny = postprocess.PostProcessing(min_component_voxels=1).on_voxels_of(3.5)
+  assert tiny.min_component_voxels == 1  # a rule that was on stays on

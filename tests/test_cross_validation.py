@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from data_prep import convert
-from data_prep import patient_conversion
-from data_prep import synthetic
 from evaluation import cross_validation
 from evaluation import inference
 from input_pipeline import manifests
@@ -23,13 +20,9 @@ def _run(*args):
   return run_script("cross_validate_main.py", *args, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("cv")
-  synthetic.generate(str(root / "nifti"), num_patients=6, fmt="nifti", seed=5, num_slices=12)
-  convert.convert(str(root / "nifti"), str(root / "tfrecords"), progress=False,
-                  options=patient_conversion.ConversionOptions(image_size=32))
-  return root / "tfrecords"
+@pytest.fixture(name="data_dir")
+def _data_dir(tiny_drop):
+  return tiny_drop
 
 
 def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):

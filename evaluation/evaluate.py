@@ -91,12 +91,17 @@ def _grid(stack, entry, image_size):
   truth = np.zeros(shape, bool)
   probability[stack.slice_indices] = stack.probability
   truth[stack.slice_indices] = stack.target > 0
-  spacing = entry.get("spacing_mm") or [1.0, 1.0, 1.0]
+  spacing = _spacing(entry)
   source_shape = entry.get("source_shape") or [image_size, image_size, depth]
   voxel = (spacing[2], spacing[0] * source_shape[0] / image_size,
            spacing[1] * source_shape[1] / image_size)
   diagonal = volume_metrics.volume_diagonal_mm(source_shape, spacing)
   return truth, probability, voxel, diagonal
+
+
+def _spacing(entry):
+  """The source voxel spacing in mm the manifest records (1 mm when it records none)."""
+  return entry.get("spacing_mm") or [1.0, 1.0, 1.0]
 
 
 def _save_npz(path, **arrays):
@@ -279,8 +284,7 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
                          unit="patient", desc="evaluating", disable=not progress):
     entry = layout.patients[stack.patient_id]
     truth, probability, voxel, diagonal = _grid(stack, entry, layout.image_size)
-    spacing = entry.get("spacing_mm") or [1.0, 1.0, 1.0]
-    rules = segmenter.postprocessing.on_voxels_of(np.prod(voxel) / np.prod(spacing))
+    rules = segmenter.postprocessing.on_voxels_of(np.prod(voxel) / np.prod(_spacing(entry)))
     predicted = inference.region_masks(probability, task, rules)
     yield {"patient_id": stack.patient_id, "slices": len(stack.slice_indices),
            "scores": score_regions(truth, predicted, voxel, diagonal),

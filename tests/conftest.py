@@ -48,8 +48,9 @@ def run_module(module, *args, check=False, timeout=600):
 
 
 # Flags of the tiny model the end-to-end tests train (seconds per epoch on 2 cores).
-TINY_TRAIN_FLAGS = ("--base_filters=4", "--depth=2", "--batch_size=8", "--tensorboard_images=0",
-                    "--shuffle_buffer=64")
+TINY_TRAINING = {"base_filters": 4, "depth": 2, "batch_size": 8, "shuffle_buffer": 64,
+                 "tensorboard_images": 0}
+TINY_TRAIN_FLAGS = tuple(f"--{name}={value}" for name, value in TINY_TRAINING.items())
 
 
 def run_script(script, *args, timeout=300):

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_TRAINING
 from conftest import run_script
 import model  # noqa: F401  registers the custom losses and metrics for load_model
 from model import blocks
 from model import unet
 from training import trainer
-
-TINY = {"base_filters": 4, "depth": 2, "batch_size": 8, "shuffle_buffer": 64,
-        "tensorboard_images": 0}
-TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()]
 
 
 @pytest.fixture(name="source")
@@ -26,7 +24,8 @@ def _source(tiny_drop, tiny_run):
 
 
 def _config(data_dir, model_dir, **overrides):
-  return trainer.TrainConfig(data_dir=data_dir, model_dir=str(model_dir), **{**TINY, **overrides})
+  return trainer.TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
+                             **{**TINY_TRAINING, **overrides})
 
 
 def _validation_dice(keras_model, run):
@@ -55,7 +54,7 @@ def test_a_fine_tuned_run_starts_at_the_source_models_dice(source, tmp_path):
 def test_cli_fine_tunes_with_a_frozen_encoder(source, tmp_path):
   data_dir, source_run = source
   result = run_script("train_main.py", f"--data_dir={data_dir}",
-                      f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS,
+                      f"--model_dir={tmp_path / 'run'}", *TINY_TRAIN_FLAGS,
                       f"--init_from={source_run / 'best_model.keras'}", "--freeze_encoder",
                       "--epochs=1", "--steps_per_epoch=3", "--learning_rate=3e-3")
   assert result.returncode == 0, result.stderr[-3000:]
@@ -114,7 +113,7 @@ def test_cli_refuses_in_one_line(source, tmp_path, flags, message):
   four = _saved(tmp_path, "four.keras", channels=4)
   flags = [flag.replace("FOUR", str(four)) for flag in flags]
   result = run_script("train_main.py", f"--data_dir={data_dir}",
-                      f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS,
+                      f"--model_dir={tmp_path / 'run'}", *TINY_TRAIN_FLAGS,
                       "--epochs=1", *flags, timeout=120)
   assert result.returncode == 1
   assert message.replace("FOUR", str(four)) in result.stderr

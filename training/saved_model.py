@@ -24,8 +24,9 @@ def export(model, path):
   export is renamed into place; an older export is moved aside first and deleted after)."""
   import keras
   import tensorflow as tf
+  from training import model_files
   if os.path.exists(path) and not (os.path.isdir(path) and (
-      not os.listdir(path) or os.path.isfile(os.path.join(path, "saved_model.pb")))):
+      not os.listdir(path) or model_files.is_saved_model(path))):
     raise ExportError(f"{path}: exists and is not a SavedModel folder; not replaced")
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)

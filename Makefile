@@ -23,6 +23,8 @@ demo: $(VENV)/.installed
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: $(VENV)/.installed-beam
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile tests
 
 clean-demo:

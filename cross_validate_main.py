@@ -30,10 +30,14 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the fold runs and s
 _TRAIN_FLAGFILE = flags.DEFINE_string("train_flagfile", "configs/cpu.flags", "Training preset.")
 _TRAIN_ARGS = flags.DEFINE_list("train_args", [], "Extra train_main.py flags (comma-separated).")
 _FOLDS = flags.DEFINE_list("folds", None, "Folds to run (default: every fold holding patients).")
-_STRESS = flags.DEFINE_list("stress", ["all"], "Site-like perturbations for the stress test "
-                            "('all', or names; empty for none).")
-_DESCRIPTION = flags.DEFINE_string("description", None, "Title of summary.md (default: the "
-                                   "training flags).")
+_STRESS = flags.DEFINE_list(
+  "stress",
+  ["all"],
+  "Site-like perturbations for the stress test ('all', or names; empty for none).",
+)
+_DESCRIPTION = flags.DEFINE_string(
+  "description", None, "Title of summary.md (default: the training flags)."
+)
 _SCORE_ONLY = flags.DEFINE_bool("score_only", False, "Do not train; score folds already trained.")
 
 flags.mark_flags_as_required(["output_dir"])
@@ -47,22 +51,35 @@ def _train(fold, run_dir, train_args):
     with open(done, encoding="utf-8") as f:
       return json.load(f)
   os.makedirs(run_dir, exist_ok=True)
-  command = [sys.executable, "train_main.py", f"--flagfile={_TRAIN_FLAGFILE.value}",
-             f"--data_dir={_DATA_DIR.value}", f"--model_dir={run_dir}", f"--val_fold={fold}",
-             "--tensorboard_images=0", *train_args]
+  command = [
+    sys.executable,
+    "train_main.py",
+    f"--flagfile={_TRAIN_FLAGFILE.value}",
+    f"--data_dir={_DATA_DIR.value}",
+    f"--model_dir={run_dir}",
+    f"--val_fold={fold}",
+    "--tensorboard_images=0",
+    *train_args,
+  ]
   print(f"fold {fold}: training ({' '.join(command[1:])})", flush=True)
   start = time.time()
   with open(os.path.join(run_dir, "train.log"), "ab") as log:
     result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
   if result.returncode:
-    sys.exit(f"error: fold {fold} training failed (exit {result.returncode}); see "
-             f"{run_dir}/train.log")
+    sys.exit(
+      f"error: fold {fold} training failed (exit {result.returncode}); see {run_dir}/train.log"
+    )
   with open(os.path.join(run_dir, "history.csv"), encoding="utf-8") as f:
     epochs = max(0, len(f.read().strip().splitlines()) - 1)
   from data_prep import atomic
   from training import run_info
-  info = {"seconds": round(time.time() - start, 1), "epochs": epochs,
-          "cpu": run_info.cpu_model(), "command": command[1:]}
+
+  info = {
+    "seconds": round(time.time() - start, 1),
+    "epochs": epochs,
+    "cpu": run_info.cpu_model(),
+    "command": command[1:],
+  }
   atomic.write_json(done, info)
   return info
 
@@ -80,6 +97,7 @@ def main(argv):
   stress = _STRESS.value
   if stress == ["all"]:
     from evaluation import site_shift
+
     stress = list(site_shift.PERTURBATIONS)
   try:
     layout = manifests.load_layout(_DATA_DIR.value)
@@ -105,29 +123,45 @@ def main(argv):
       if fold_rows is None:
         print(f"fold {fold}: scoring at full resolution", flush=True)
         members = inference.load_members([run_dir])
-        fold_rows = cross_validation.score_fold(members, _DATA_DIR.value, fold, run_dir,
-                                                stress=stress)
+        fold_rows = cross_validation.score_fold(
+          members, _DATA_DIR.value, fold, run_dir, stress=stress
+        )
       rows += fold_rows
-      fold_info[str(fold)] = {"patients": len({r["patient_id"] for r in fold_rows}),
-                              "seconds": info.get("seconds"), "epochs": info.get("epochs")}
+      fold_info[str(fold)] = {
+        "patients": len({r["patient_id"] for r in fold_rows}),
+        "seconds": info.get("seconds"),
+        "epochs": info.get("epochs"),
+      }
     task = inference.read_info(fold_dirs[0])["task"]
     regions = decode.REGION_NAMES[task]
     rules, table = cross_validation.choose_rules(rows, fold_dirs, task)
     rows += cross_validation.apply_rule_rows(fold_dirs, rules, regions, task)
   except inference.EvaluationError as error:
     sys.exit(f"error: {error}")
-  contract.write(output_dir, {
-      **inference.read_info(fold_dirs[0]), "val_fold": None, "train_folds": None,
+  contract.write(
+    output_dir,
+    {
+      **inference.read_info(fold_dirs[0]),
+      "val_fold": None,
+      "train_folds": None,
       "members": [os.path.basename(d) for d in fold_dirs],
-      "inference": {**rules.to_json(), "chosen_by": "cross-validation in this folder",
-                    "postprocessing_candidates": table}})
+      "inference": {
+        **rules.to_json(),
+        "chosen_by": "cross-validation in this folder",
+        "postprocessing_candidates": table,
+      },
+    },
+  )
   description = _DESCRIPTION.value or " ".join(
-      [f"--train_flagfile={_TRAIN_FLAGFILE.value}", *_TRAIN_ARGS.value, f"data {_DATA_DIR.value}"])
+    [f"--train_flagfile={_TRAIN_FLAGFILE.value}", *_TRAIN_ARGS.value, f"data {_DATA_DIR.value}"]
+  )
   for region in regions:
     summary = cross_validation.summarize(rows, rules, region, fold_info, description)
     suffix = "" if region == regions[0] else f"_{region}"
-    atomic.write_json(os.path.join(output_dir, f"summary{suffix}.json"),
-                      {**summary.json, "rows": rows if not suffix else None})
+    atomic.write_json(
+      os.path.join(output_dir, f"summary{suffix}.json"),
+      {**summary.json, "rows": rows if not suffix else None},
+    )
     atomic.write_bytes(os.path.join(output_dir, f"summary{suffix}.md"), summary.markdown.encode())
   print(open(os.path.join(output_dir, "summary.md"), encoding="utf-8").read())
 

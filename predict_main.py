@@ -25,9 +25,13 @@ from evaluation import model_flags
 
 flags.adopt_module_key_flags(model_flags)
 
-_SAVE_PROBABILITIES = flags.DEFINE_bool("save_probabilities", False, "Also write "
-                                        "<case>_prob.nii.gz and, for TTA or ensembles, "
-                                        "<case>_uncertainty.nii.gz (std of the members).")
+_SAVE_PROBABILITIES = flags.DEFINE_bool(
+  "save_probabilities",
+  False,
+  "Also write "
+  "<case>_prob.nii.gz and, for TTA or ensembles, "
+  "<case>_uncertainty.nii.gz (std of the members).",
+)
 _INPUT = flags.DEFINE_string("input", None, "Case folder, folder of cases, or Kaggle h5 folder.")
 _INPUT_FORMAT = flags.DEFINE_enum("input_format", "auto", ["auto", "h5", "nifti"], "Source format.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the masks and GIFs go.")
@@ -48,19 +52,33 @@ def main(argv):
   from evaluation import predict
 
   def report(result):
-    dice = ("" if result.dice is None else "  Dice " + ", ".join(
-        f"{region} {value:.3f}" for region, value in result.dice.items()))
-    print(f"{result.case_id}: {result.tumor_voxels} tumour voxels -> {result.output_path}{dice}",
-          flush=True)
+    dice = (
+      ""
+      if result.dice is None
+      else "  Dice " + ", ".join(f"{region} {value:.3f}" for region, value in result.dice.items())
+    )
+    print(
+      f"{result.case_id}: {result.tumor_voxels} tumour voxels -> {result.output_path}{dice}",
+      flush=True,
+    )
 
   try:
     segmenter = model_flags.build_segmenter(_BATCH_SIZE.value)
-    print(f"{len(segmenter.members)} model(s), TTA {'on' if segmenter.tta else 'off'}, "
-          f"post-processing: {segmenter.postprocessing.describe()}", flush=True)
+    print(
+      f"{len(segmenter.members)} model(s), TTA {'on' if segmenter.tta else 'off'}, "
+      f"post-processing: {segmenter.postprocessing.describe()}",
+      flush=True,
+    )
     results, bad = predict.predict_all(
-        segmenter, _INPUT.value, _OUTPUT_DIR.value, input_format=_INPUT_FORMAT.value,
-        gif=_GIF.value, save_probabilities=_SAVE_PROBABILITIES.value, strict=_STRICT.value,
-        on_result=report)
+      segmenter,
+      _INPUT.value,
+      _OUTPUT_DIR.value,
+      input_format=_INPUT_FORMAT.value,
+      gif=_GIF.value,
+      save_probabilities=_SAVE_PROBABILITIES.value,
+      strict=_STRICT.value,
+      on_result=report,
+    )
   except inference.EvaluationError as error:
     sys.exit(f"error: {error}")
   except BadInputError as error:
@@ -70,7 +88,9 @@ def main(argv):
     for error in bad:
       print(f"  {error}", file=sys.stderr)
   scored = [r.dice["whole_tumor"] for r in results if r.dice]
-  mean = f", mean whole-tumour Dice {sum(scored) / len(scored):.3f} over {len(scored)}" if scored else ""
+  mean = (
+    f", mean whole-tumour Dice {sum(scored) / len(scored):.3f} over {len(scored)}" if scored else ""
+  )
   print(f"predicted {len(results)} cases, {len(bad)} bad{mean} -> {_OUTPUT_DIR.value}")
   if not results:
     sys.exit("error: nothing could be predicted")

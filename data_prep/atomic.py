@@ -14,7 +14,9 @@ def _umask():
 def write_bytes(path, data):
   """Writes `data` to a temporary file beside `path`, fsyncs, then renames over `path`."""
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  fd, tmp_path = tempfile.mkstemp(
+    dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+  )
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)

@@ -27,11 +27,14 @@ _SHARDS_FILE = ".beam-shards.json"
 
 def _summary(result):
   """What the driver and the planner need of a patient, without the pixels."""
-  return {"patient_id": result.patient_id, "fold": result.fold,
-          "sizes": [len(record) for record in result.examples],
-          "entry": result.manifest_entry() if result.error is None else None,
-          "bad": [e.to_json() for e in result.bad_files] +
-                 ([result.error.to_json()] if result.error is not None else [])}
+  return {
+    "patient_id": result.patient_id,
+    "fold": result.fold,
+    "sizes": [len(record) for record in result.examples],
+    "entry": result.manifest_entry() if result.error is None else None,
+    "bad": [e.to_json() for e in result.bad_files]
+    + ([result.error.to_json()] if result.error is not None else []),
+  }
 
 
 def _plan(summaries, order, shard_bytes):
@@ -55,6 +58,7 @@ def _write_shard(keyed, staging_path, plan):
   """Writes one shard, records in conversion order; returns its manifest entry."""
   import tensorflow as tf  # only shard-writing workers need it
   from data_prep import shard_writer
+
   (fold, index), records = keyed
   records = sorted(records, key=lambda r: (r[0], r[1]))
   name = shard_writer.shard_name(fold, index, plan["counts"][fold])
@@ -65,8 +69,13 @@ def _write_shard(keyed, staging_path, plan):
       writer.write(record)
       patients[patient_id] = patients.get(patient_id, 0) + 1
   os.replace(path + ".partial", path)
-  return {"file": name, "fold": fold, "examples": len(records), "bytes": os.path.getsize(path),
-          "patients": dict(sorted(patients.items()))}
+  return {
+    "file": name,
+    "fold": fold,
+    "examples": len(records),
+    "bytes": os.path.getsize(path),
+    "patients": dict(sorted(patients.items())),
+  }
 
 
 def _write_json(values, path):
@@ -83,26 +92,37 @@ def convert_with_beam(found, options, staging_path, shard_bytes, pipeline_args):
   """
   order = {source.patient_id: i for i, source in enumerate(found)}
   with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
-    results = (pipeline
-               | "Sources" >> beam.Create(found)
-               | "Spread" >> beam.Reshuffle()
-               | "Convert" >> beam.Map(patient_conversion.convert_patient, options=options))
+    results = (
+      pipeline
+      | "Sources" >> beam.Create(found)
+      | "Spread" >> beam.Reshuffle()
+      | "Convert" >> beam.Map(patient_conversion.convert_patient, options=options)
+    )
     summaries = results | "Summarize" >> beam.Map(_summary)
-    plan = (summaries
-            | "AllSummaries" >> beam.combiners.ToList()
-            | "Plan" >> beam.Map(_plan, order=order, shard_bytes=shard_bytes))
-    shards = (results
-              | "KeyByShard" >> beam.FlatMap(_keyed_records, plan=beam.pvalue.AsSingleton(plan),
-                                             order=order)
-              | "GroupShards" >> beam.GroupByKey()
-              | "WriteShards" >> beam.Map(_write_shard, staging_path=staging_path,
-                                          plan=beam.pvalue.AsSingleton(plan)))
-    _ = (shards | "AllShards" >> beam.combiners.ToList()
-         | "ShardList" >> beam.Map(_write_json, os.path.join(staging_path, _SHARDS_FILE)))
-    _ = (summaries
-         | "Entries" >> beam.Map(lambda s: {k: s[k] for k in ("patient_id", "entry", "bad")})
-         | "AllEntries" >> beam.combiners.ToList()
-         | "PatientList" >> beam.Map(_write_json, os.path.join(staging_path, _PATIENTS_FILE)))
+    plan = (
+      summaries
+      | "AllSummaries" >> beam.combiners.ToList()
+      | "Plan" >> beam.Map(_plan, order=order, shard_bytes=shard_bytes)
+    )
+    shards = (
+      results
+      | "KeyByShard"
+      >> beam.FlatMap(_keyed_records, plan=beam.pvalue.AsSingleton(plan), order=order)
+      | "GroupShards" >> beam.GroupByKey()
+      | "WriteShards"
+      >> beam.Map(_write_shard, staging_path=staging_path, plan=beam.pvalue.AsSingleton(plan))
+    )
+    _ = (
+      shards
+      | "AllShards" >> beam.combiners.ToList()
+      | "ShardList" >> beam.Map(_write_json, os.path.join(staging_path, _SHARDS_FILE))
+    )
+    _ = (
+      summaries
+      | "Entries" >> beam.Map(lambda s: {k: s[k] for k in ("patient_id", "entry", "bad")})
+      | "AllEntries" >> beam.combiners.ToList()
+      | "PatientList" >> beam.Map(_write_json, os.path.join(staging_path, _PATIENTS_FILE))
+    )
 
   with open(os.path.join(staging_path, _PATIENTS_FILE), encoding="utf-8") as f:
     summaries = sorted(json.load(f), key=lambda s: order[s["patient_id"]])

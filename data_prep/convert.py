@@ -49,9 +49,11 @@ class ConversionReport:
   def summary(self):
     rate = self.slices / self.seconds if self.seconds else 0.0
     where = f" -> {self.drop_path}" if self.drop_path else ""
-    return (f"converted {self.patients} patients, {self.slices} slices ({self.tumor_slices} with "
-            f"tumour), skipped {len(self.skipped)} already converted, {len(self.bad)} bad inputs, "
-            f"{self.seconds:.1f} s, {rate:.1f} slices/s{where}")
+    return (
+      f"converted {self.patients} patients, {self.slices} slices ({self.tumor_slices} with "
+      f"tumour), skipped {len(self.skipped)} already converted, {len(self.bad)} bad inputs, "
+      f"{self.seconds:.1f} s, {rate:.1f} slices/s{where}"
+    )
 
 
 def _print_bad(error):
@@ -64,8 +66,10 @@ def _default_drop_name(input_path):
 
 def validate_drop_name(name):
   if not name or "/" in name or name.startswith(".") or drops.is_staging_name(name):
-    raise drops.DropError(f"--drop={name!r}: use a plain folder name without '/', a leading '.', "
-                          f"or a {drops.INCOMPLETE_SUFFIX}/{drops.RETIRED_SUFFIX} suffix")
+    raise drops.DropError(
+      f"--drop={name!r}: use a plain folder name without '/', a leading '.', "
+      f"or a {drops.INCOMPLETE_SUFFIX}/{drops.RETIRED_SUFFIX} suffix"
+    )
 
 
 def _results(sources, options, workers):
@@ -79,44 +83,82 @@ def _results(sources, options, workers):
     yield from pool.imap(work, sources, chunksize=1)
 
 
-def _manifest(*, drop, input_path, input_format, label_scheme, options, patients, shards,
-              report, workers, shard_bytes, runner="local"):
+def _manifest(
+  *,
+  drop,
+  input_path,
+  input_format,
+  label_scheme,
+  options,
+  patients,
+  shards,
+  report,
+  workers,
+  shard_bytes,
+  runner="local",
+):
   normalization = options.normalization_for(input_format)
   return {
-      "schema_version": SCHEMA_VERSION,
-      "drop": drop,
-      "created_unix": int(time.time()),
-      "source": {"path": os.path.abspath(input_path), "format": input_format},
-      "image_size": options.image_size,
-      "channels": options.recipe.channels,
-      "modalities": list(options.modalities),
-      "context_slices": options.context_slices,
-      "preprocessing": options.recipe.to_json(),
-      "image_dtype": options.image_dtype,
-      "image_byte_order": "little",
-      "label_dtype": "uint8",
-      "normalization": normalization.to_json(),
-      "resize": {"image": "linear, antialiased (triangle filter)", "label": "nearest neighbour"},
-      "label_scheme": {"unified": {"0": "background", "1": "necrotic/non-enhancing core",
-                                  "2": "edema", "3": "enhancing tumour"},
-                       "source": label_scheme},
-      "num_folds": options.num_folds,
-      "fold_hash": folds.FOLD_HASH,
-      "shard_bytes": shard_bytes,
-      "patients": patients,
-      "shards": shards,
-      "counts": {"patients": report.patients, "slices": report.slices,
-                 "tumor_slices": report.tumor_slices, "skipped": len(report.skipped),
-                 "skipped_patients": report.skipped, "bad_inputs": len(report.bad)},
-      "converter": {"runner": runner, "workers": workers,
-                    "seconds": round(time.time() - report.started, 3)},
+    "schema_version": SCHEMA_VERSION,
+    "drop": drop,
+    "created_unix": int(time.time()),
+    "source": {"path": os.path.abspath(input_path), "format": input_format},
+    "image_size": options.image_size,
+    "channels": options.recipe.channels,
+    "modalities": list(options.modalities),
+    "context_slices": options.context_slices,
+    "preprocessing": options.recipe.to_json(),
+    "image_dtype": options.image_dtype,
+    "image_byte_order": "little",
+    "label_dtype": "uint8",
+    "normalization": normalization.to_json(),
+    "resize": {"image": "linear, antialiased (triangle filter)", "label": "nearest neighbour"},
+    "label_scheme": {
+      "unified": {
+        "0": "background",
+        "1": "necrotic/non-enhancing core",
+        "2": "edema",
+        "3": "enhancing tumour",
+      },
+      "source": label_scheme,
+    },
+    "num_folds": options.num_folds,
+    "fold_hash": folds.FOLD_HASH,
+    "shard_bytes": shard_bytes,
+    "patients": patients,
+    "shards": shards,
+    "counts": {
+      "patients": report.patients,
+      "slices": report.slices,
+      "tumor_slices": report.tumor_slices,
+      "skipped": len(report.skipped),
+      "skipped_patients": report.skipped,
+      "bad_inputs": len(report.bad),
+    },
+    "converter": {
+      "runner": runner,
+      "workers": workers,
+      "seconds": round(time.time() - report.started, 3),
+    },
   }
 
 
-def convert(input_path, output_dir, *, options=patient_conversion.ConversionOptions(),
-            drop=None, input_format="auto", workers=1, num_overlays=0, strict=False,
-            overwrite=False, shard_bytes=DEFAULT_SHARD_BYTES, progress=True, runner="local",
-            beam_options=None):
+def convert(
+  input_path,
+  output_dir,
+  *,
+  options=patient_conversion.ConversionOptions(),
+  drop=None,
+  input_format="auto",
+  workers=1,
+  num_overlays=0,
+  strict=False,
+  overwrite=False,
+  shard_bytes=DEFAULT_SHARD_BYTES,
+  progress=True,
+  runner="local",
+  beam_options=None,
+):
   """Converts every new patient under `input_path` into a new drop under `output_dir`.
 
   `runner` is "local" (a process pool of `workers`) or "beam" (Apache Beam, with
@@ -155,8 +197,10 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
     with drops.StagingFolder(output_dir, staging_name) as staging:
       if runner == "beam":
         from data_prep import beam_runner  # the local runner never imports Apache Beam
+
         patients, shards, bad = beam_runner.convert_with_beam(
-            found, options, staging.path, shard_bytes, beam_options or [])
+          found, options, staging.path, shard_bytes, beam_options or []
+        )
         for error in bad:
           _record_bad(report, error, strict)
         overlay_candidates = []
@@ -165,22 +209,32 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
         report.tumor_slices = sum(entry["tumor_slices"] for entry in patients.values())
       else:
         patients, shards, overlay_candidates = _convert_locally(
-            found, options, workers, staging.path, shard_bytes, report, strict, progress,
-            num_overlays)
+          found, options, workers, staging.path, shard_bytes, report, strict, progress, num_overlays
+        )
       if not patients:
         raise _NothingConverted()
 
       label_scheme = sorted({source.label_scheme for source in found})
-      atomic.write_json(os.path.join(staging.path, drops.ERRORS),
-                        [error.to_json() for error in report.bad])
+      atomic.write_json(
+        os.path.join(staging.path, drops.ERRORS), [error.to_json() for error in report.bad]
+      )
       _write_overlays(staging.path, overlay_candidates, num_overlays)
       superseded = {pid for pid in patients if pid in owners} if overwrite else set()
       report.superseded = _retire_superseded(output_dir, owners, superseded, shard_bytes)
       final_name = _free_drop_name(output_dir, drop, replacing=False)
-      manifest = _manifest(drop=final_name, input_path=input_path, input_format=input_format,
-                           label_scheme=label_scheme, options=options, patients=patients,
-                           shards=shards, report=report, workers=workers, shard_bytes=shard_bytes,
-                           runner=runner)
+      manifest = _manifest(
+        drop=final_name,
+        input_path=input_path,
+        input_format=input_format,
+        label_scheme=label_scheme,
+        options=options,
+        patients=patients,
+        shards=shards,
+        report=report,
+        workers=workers,
+        shard_bytes=shard_bytes,
+        runner=runner,
+      )
       atomic.write_json(os.path.join(staging.path, drops.MANIFEST), manifest)
       report.drop = final_name
       report.drop_path = os.path.join(output_dir, final_name)
@@ -191,14 +245,21 @@ def convert(input_path, output_dir, *, options=patient_conversion.ConversionOpti
   return report
 
 
-def _convert_locally(found, options, workers, staging_path, shard_bytes, report, strict, progress,
-                     num_overlays):
+def _convert_locally(
+  found, options, workers, staging_path, shard_bytes, report, strict, progress, num_overlays
+):
   """The process-pool runner: patients in source order, shards written as results arrive."""
   writer = _shard_writer(staging_path, shard_bytes)
   patients, overlay_candidates = {}, []
   results = _results(found, options, workers)
-  for result in tqdm.tqdm(_closing(results), total=len(found), unit="patient",
-                          disable=not progress, desc="converting", file=sys.stderr):
+  for result in tqdm.tqdm(
+    _closing(results),
+    total=len(found),
+    unit="patient",
+    disable=not progress,
+    desc="converting",
+    file=sys.stderr,
+  ):
     for error in result.bad_files:
       _record_bad(report, error, strict)
     if result.error is not None:
@@ -236,6 +297,7 @@ def _record_bad(report, error, strict):
 
 def _shard_writer(directory, shard_bytes):
   from data_prep import shard_writer  # imports TensorFlow; only the writing process needs it
+
   return shard_writer.FoldShardWriter(directory, shard_bytes)
 
 
@@ -269,13 +331,17 @@ def _write_overlays(drop_path, candidates, count):
   directory = os.path.join(drop_path, "overlays")
   os.makedirs(directory, exist_ok=True)
   for patient_id, (image, labels, slice_index) in chosen[:count]:
-    overlays_lib.save_png(os.path.join(directory, f"{patient_id}_slice{slice_index:03d}.png"),
-                          overlays_lib.label_overlay(image, labels), scale=2)
+    overlays_lib.save_png(
+      os.path.join(directory, f"{patient_id}_slice{slice_index:03d}.png"),
+      overlays_lib.label_overlay(image, labels),
+      scale=2,
+    )
 
 
 def _retire_superseded(output_dir, owners, superseded, shard_bytes):
   """Takes re-converted patients out of the older drops that held them (--overwrite)."""
   from data_prep import drop_rewrite  # imports TensorFlow
+
   by_drop = {}
   for patient_id in sorted(superseded):
     by_drop.setdefault(owners[patient_id], []).append(patient_id)

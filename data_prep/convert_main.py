@@ -23,77 +23,135 @@ from data_prep import preprocessing
 from data_prep import sources
 from data_prep.errors import BadInputError
 
-_INPUT = flags.DEFINE_string("input", None, "Source folder: Kaggle h5 slices or NIfTI case folders.")
+_INPUT = flags.DEFINE_string(
+  "input", None, "Source folder: Kaggle h5 slices or NIfTI case folders."
+)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "tfrecords", "Dataset folder that holds the drops.")
-_DROP = flags.DEFINE_string("drop", None, "Name of the new drop (default: the input folder's name; "
-                            "-2, -3... appended when that drop exists).")
-_INPUT_FORMAT = flags.DEFINE_enum("input_format", "auto", ["auto", "h5", "nifti"],
-                                  "Source format; auto detects it from the file names.")
+_DROP = flags.DEFINE_string(
+  "drop",
+  None,
+  "Name of the new drop (default: the input folder's name; "
+  "-2, -3... appended when that drop exists).",
+)
+_INPUT_FORMAT = flags.DEFINE_enum(
+  "input_format",
+  "auto",
+  ["auto", "h5", "nifti"],
+  "Source format; auto detects it from the file names.",
+)
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Stored slices are image_size x image_size.")
 _NUM_FOLDS = flags.DEFINE_integer("num_folds", 5, "Patients are hashed into this many folds.")
-_MODALITIES = flags.DEFINE_list("modalities", ["flair"],
-                                f"Channels to store, in order, from {list(sources.MODALITIES)}.")
-_IMAGE_DTYPE = flags.DEFINE_enum("image_dtype", "float16", ["float16", "float32"],
-                                 "Stored pixel type (normalized values fit float16).")
+_MODALITIES = flags.DEFINE_list(
+  "modalities", ["flair"], f"Channels to store, in order, from {list(sources.MODALITIES)}."
+)
+_IMAGE_DTYPE = flags.DEFINE_enum(
+  "image_dtype",
+  "float16",
+  ["float16", "float32"],
+  "Stored pixel type (normalized values fit float16).",
+)
 _NORMALIZATION = flags.DEFINE_enum(
-    "normalization", "auto", ["auto", "volume", "slice"],
-    "z-score scope over brain voxels: auto = per volume for NIfTI, per slice for Kaggle h5 "
-    "(its slices were z-scored one by one).")
+  "normalization",
+  "auto",
+  ["auto", "volume", "slice"],
+  "z-score scope over brain voxels: auto = per volume for NIfTI, per slice for Kaggle h5 "
+  "(its slices were z-scored one by one).",
+)
 _INTENSITY = flags.DEFINE_enum(
-    "intensity_normalization", "zscore_brain", list(preprocessing.NORMALIZATION_METHODS),
-    "zscore_brain: mean and std of brain voxels; robust_brain: median and IQR (not pulled by "
-    "the tumour).")
-_CROP = flags.DEFINE_enum("crop", "brain", list(preprocessing.CROPS),
-                          "brain: a square around the brain of the whole volume is resized to "
-                          "--image_size (more brain per pixel); none: the whole slice.")
-_CONTEXT_SLICES = flags.DEFINE_integer("context_slices", 0, "2.5D: neighbouring slices on each "
-                                       "side stored as extra channels (edge slices repeated).")
+  "intensity_normalization",
+  "zscore_brain",
+  list(preprocessing.NORMALIZATION_METHODS),
+  "zscore_brain: mean and std of brain voxels; robust_brain: median and IQR (not pulled by "
+  "the tumour).",
+)
+_CROP = flags.DEFINE_enum(
+  "crop",
+  "brain",
+  list(preprocessing.CROPS),
+  "brain: a square around the brain of the whole volume is resized to "
+  "--image_size (more brain per pixel); none: the whole slice.",
+)
+_CONTEXT_SLICES = flags.DEFINE_integer(
+  "context_slices",
+  0,
+  "2.5D: neighbouring slices on each side stored as extra channels (edge slices repeated).",
+)
 _SHARD_MB = flags.DEFINE_float("shard_mb", 128.0, "Target shard size in MiB.")
-_OVERLAYS = flags.DEFINE_integer("overlays", 0, "Inspection PNGs to save (one tumour slice per patient).")
+_OVERLAYS = flags.DEFINE_integer(
+  "overlays", 0, "Inspection PNGs to save (one tumour slice per patient)."
+)
 _STRICT = flags.DEFINE_bool("strict", False, "Stop with exit status 1 at the first bad input.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Re-convert patients already in a drop "
-                               "(and take them out of the older drop).")
+_OVERWRITE = flags.DEFINE_bool(
+  "overwrite", False, "Re-convert patients already in a drop (and take them out of the older drop)."
+)
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
-_RUNNER = flags.DEFINE_enum("runner", "local", ["local", "beam"], "local: a process pool of "
-                            "--workers; beam: Apache Beam (pip install '.[beam]').")
+_RUNNER = flags.DEFINE_enum(
+  "runner",
+  "local",
+  ["local", "beam"],
+  "local: a process pool of --workers; beam: Apache Beam (pip install '.[beam]').",
+)
 _BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
-    "beam_pipeline_options", "", "Comma-separated Beam options, e.g. "
-    "'--runner=DirectRunner,--direct_num_workers=2,--direct_running_mode=multi_processing'.")
+  "beam_pipeline_options",
+  "",
+  "Comma-separated Beam options, e.g. "
+  "'--runner=DirectRunner,--direct_num_workers=2,--direct_running_mode=multi_processing'.",
+)
 
 flags.mark_flags_as_required(["input"])
-flags.register_validator("input", lambda p: p is None or os.path.isdir(p),
-                         "--input must be an existing folder")
+flags.register_validator(
+  "input", lambda p: p is None or os.path.isdir(p), "--input must be an existing folder"
+)
 flags.register_validator("workers", lambda n: n >= 1, "--workers must be at least 1")
-flags.register_validator("image_size", lambda n: 16 <= n <= 1024 and n % 16 == 0,
-                         "--image_size must be a multiple of 16 between 16 and 1024")
+flags.register_validator(
+  "image_size",
+  lambda n: 16 <= n <= 1024 and n % 16 == 0,
+  "--image_size must be a multiple of 16 between 16 and 1024",
+)
 flags.register_validator("num_folds", lambda n: n >= 2, "--num_folds must be at least 2")
-flags.register_validator("context_slices", lambda n: 0 <= n <= 5,
-                         "--context_slices must lie in 0..5")
+flags.register_validator(
+  "context_slices", lambda n: 0 <= n <= 5, "--context_slices must lie in 0..5"
+)
 flags.register_validator("overlays", lambda n: n >= 0, "--overlays must be >= 0")
 flags.register_validator("shard_mb", lambda n: n > 0, "--shard_mb must be positive")
 flags.register_validator(
-    "modalities", lambda ms: bool(ms) and len(set(ms)) == len(ms) and set(ms) <= set(sources.MODALITIES),
-    f"--modalities must be distinct names from {list(sources.MODALITIES)}")
+  "modalities",
+  lambda ms: bool(ms) and len(set(ms)) == len(ms) and set(ms) <= set(sources.MODALITIES),
+  f"--modalities must be distinct names from {list(sources.MODALITIES)}",
+)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   options = patient_conversion.ConversionOptions(
-      image_size=_IMAGE_SIZE.value, modalities=tuple(_MODALITIES.value),
-      image_dtype=_IMAGE_DTYPE.value, num_folds=_NUM_FOLDS.value,
-      normalization_scope=_NORMALIZATION.value, normalization=_INTENSITY.value,
-      crop=_CROP.value, context_slices=_CONTEXT_SLICES.value)
+    image_size=_IMAGE_SIZE.value,
+    modalities=tuple(_MODALITIES.value),
+    image_dtype=_IMAGE_DTYPE.value,
+    num_folds=_NUM_FOLDS.value,
+    normalization_scope=_NORMALIZATION.value,
+    normalization=_INTENSITY.value,
+    crop=_CROP.value,
+    context_slices=_CONTEXT_SLICES.value,
+  )
   try:
     drops.recover(_OUTPUT_DIR.value)
     report = convert.convert(
-        _INPUT.value, _OUTPUT_DIR.value, options=options, drop=_DROP.value,
-        input_format=_INPUT_FORMAT.value, workers=_WORKERS.value, num_overlays=_OVERLAYS.value,
-        strict=_STRICT.value, overwrite=_OVERWRITE.value,
-        shard_bytes=int(_SHARD_MB.value * (1 << 20)), progress=_PROGRESS.value,
-        runner=_RUNNER.value,
-        beam_options=[o for o in _BEAM_PIPELINE_OPTIONS.value.split(",") if o])
+      _INPUT.value,
+      _OUTPUT_DIR.value,
+      options=options,
+      drop=_DROP.value,
+      input_format=_INPUT_FORMAT.value,
+      workers=_WORKERS.value,
+      num_overlays=_OVERLAYS.value,
+      strict=_STRICT.value,
+      overwrite=_OVERWRITE.value,
+      shard_bytes=int(_SHARD_MB.value * (1 << 20)),
+      progress=_PROGRESS.value,
+      runner=_RUNNER.value,
+      beam_options=[o for o in _BEAM_PIPELINE_OPTIONS.value.split(",") if o],
+    )
   except convert.StrictModeError as error:
     sys.exit(f"stopped (--strict) at bad input: {error}")
   except (BadInputError, drops.DropError) as error:
@@ -102,10 +160,14 @@ def main(argv):
     sys.exit(f"error: --runner=beam needs Apache Beam: pip install '.[beam]' ({error})")
 
   if report.skipped:
-    logging.info("skipped %d patients already converted: %s", len(report.skipped),
-                 ", ".join(report.skipped))
-    print(f"skipped {len(report.skipped)} patients already in a drop under {_OUTPUT_DIR.value} "
-          "(--overwrite re-converts them)", file=sys.stderr)
+    logging.info(
+      "skipped %d patients already converted: %s", len(report.skipped), ", ".join(report.skipped)
+    )
+    print(
+      f"skipped {len(report.skipped)} patients already in a drop under {_OUTPUT_DIR.value} "
+      "(--overwrite re-converts them)",
+      file=sys.stderr,
+    )
   for old_drop, patient_ids in report.superseded.items():
     print(f"took {len(patient_ids)} re-converted patients out of drop {old_drop}", file=sys.stderr)
   if report.bad:

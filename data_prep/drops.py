@@ -35,8 +35,11 @@ def list_complete_drops(data_dir):
   drops = []
   for name in sorted(os.listdir(data_dir)):
     path = os.path.join(data_dir, name)
-    if (not name.startswith(".") and not is_staging_name(name)
-        and os.path.isfile(os.path.join(path, MANIFEST))):
+    if (
+      not name.startswith(".")
+      and not is_staging_name(name)
+      and os.path.isfile(os.path.join(path, MANIFEST))
+    ):
       drops.append((name, path))
   return drops
 
@@ -136,7 +139,7 @@ def recover(output_dir):
     if not entry.endswith(RETIRED_SUFFIX):
       continue
     retired = os.path.join(output_dir, entry)
-    original = os.path.join(output_dir, entry[:-len(RETIRED_SUFFIX)])
+    original = os.path.join(output_dir, entry[: -len(RETIRED_SUFFIX)])
     if os.path.exists(original):
       remove_ours(retired)
     else:

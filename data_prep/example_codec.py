@@ -66,7 +66,8 @@ def encode_slice(image, label, *, patient_id, slice_index, fold, image_dtype):
   if label.shape != (height, width):
     raise ValueError(f"label shape {label.shape} does not match image {image.shape}")
   pixels = np.ascontiguousarray(image, dtype=np.dtype(image_dtype).newbyteorder("<"))
-  return encode_features({
+  return encode_features(
+    {
       "image": pixels.tobytes(),
       "label": np.ascontiguousarray(label, dtype=np.uint8).tobytes(),
       "height": height,
@@ -76,4 +77,5 @@ def encode_slice(image, label, *, patient_id, slice_index, fold, image_dtype):
       "slice_index": int(slice_index),
       "fold": int(fold),
       "has_tumor": int(np.any(label > 0)),
-  })
+    }
+  )

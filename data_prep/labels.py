@@ -15,8 +15,8 @@ LABEL_NAMES = {0: "background", 1: "necrotic_core", 2: "edema", 3: "enhancing"}
 
 # Source scheme name -> {source label: unified label}.
 SCHEMES = {
-    "brats2018": {0: 0, 1: 1, 2: 2, 4: 3},  # 2018-2021 releases
-    "brats2023": {0: 0, 1: 1, 2: 2, 3: 3},  # GLI 2023
+  "brats2018": {0: 0, 1: 1, 2: 2, 4: 3},  # 2018-2021 releases
+  "brats2023": {0: 0, 1: 1, 2: 2, 3: 3},  # GLI 2023
 }
 
 

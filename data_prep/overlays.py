@@ -19,7 +19,7 @@ def to_grey_rgb(image):
   """A normalized slice [H, W] as uint8 RGB, scaled over its brain range (background black)."""
   image = np.asarray(image, dtype=np.float32)
   brain = image != 0
-  low, high = (np.percentile(image[brain], (0.5, 99.5)) if brain.any() else (0.0, 1.0))
+  low, high = np.percentile(image[brain], (0.5, 99.5)) if brain.any() else (0.0, 1.0)
   scaled = np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
   scaled[~brain] = 0.0
   grey = (scaled * 255).astype(np.uint8)
@@ -43,8 +43,10 @@ def label_overlay(image, labels):
 
 def encode_png(rgb):
   import matplotlib
+
   matplotlib.use("Agg")
   from matplotlib import image as mpimg
+
   buffer = io.BytesIO()
   mpimg.imsave(buffer, rgb, format="png")
   return buffer.getvalue()

@@ -30,9 +30,13 @@ class ConversionOptions:
   @property
   def recipe(self):
     return preprocessing.Recipe(
-        image_size=self.image_size, modalities=self.modalities, normalization=self.normalization,
-        normalization_scope=self.normalization_scope, crop=self.crop,
-        context_slices=self.context_slices)
+      image_size=self.image_size,
+      modalities=self.modalities,
+      normalization=self.normalization,
+      normalization_scope=self.normalization_scope,
+      crop=self.crop,
+      context_slices=self.context_slices,
+    )
 
   def normalization_for(self, source_format):
     return self.recipe.normalization_for(source_format)
@@ -41,6 +45,7 @@ class ConversionOptions:
 @dataclasses.dataclass
 class PatientResult:
   """What one patient contributes to a drop. `error` is set when the patient was skipped."""
+
   patient_id: str
   fold: int
   examples: list = dataclasses.field(default_factory=list)  # serialized Example bytes
@@ -56,14 +61,14 @@ class PatientResult:
 
   def manifest_entry(self):
     return {
-        "fold": self.fold,
-        "slices": len(self.examples),
-        "tumor_slices": self.tumor_slices,
-        "slice_indices": [int(k) for k in self.slice_indices],
-        "source_shape": list(self.source_shape),
-        "spacing_mm": list(self.spacing_mm),
-        "crop": self.crop,
-        "source_files": self.source_files,
+      "fold": self.fold,
+      "slices": len(self.examples),
+      "tumor_slices": self.tumor_slices,
+      "slice_indices": [int(k) for k in self.slice_indices],
+      "source_shape": list(self.source_shape),
+      "spacing_mm": list(self.spacing_mm),
+      "crop": self.crop,
+      "source_files": self.source_files,
     }
 
 
@@ -75,15 +80,25 @@ def convert_patient(source, options):
   except BadInputError as error:
     return PatientResult(source.patient_id, fold, error=error)
   if volume.labels is None:
-    return PatientResult(source.patient_id, fold, bad_files=volume.bad_files,
-                         error=BadInputError(volume.source_files[0]["path"], "has no labels"))
+    return PatientResult(
+      source.patient_id,
+      fold,
+      bad_files=volume.bad_files,
+      error=BadInputError(volume.source_files[0]["path"], "has no labels"),
+    )
 
   slices = options.recipe.preprocess(volume.image, volume.labels, source.format)
   source_indices = volume.slice_indices[slices.slice_indices]
   result = PatientResult(
-      source.patient_id, fold, slice_indices=source_indices.tolist(),
-      source_files=volume.source_files, source_shape=volume.source_shape,
-      spacing_mm=volume.spacing_mm, crop=slices.crop.to_json(), bad_files=volume.bad_files)
+    source.patient_id,
+    fold,
+    slice_indices=source_indices.tolist(),
+    source_files=volume.source_files,
+    source_shape=volume.source_shape,
+    spacing_mm=volume.spacing_mm,
+    crop=slices.crop.to_json(),
+    bad_files=volume.bad_files,
+  )
   if not len(source_indices):
     result.error = BadInputError(volume.source_files[0]["path"], "no slice contains brain")
     return result
@@ -91,11 +106,19 @@ def convert_patient(source, options):
   tumor_pixels = (slices.labels > 0).sum(axis=(1, 2))
   result.tumor_slices = int(np.count_nonzero(tumor_pixels))
   for image, label, slice_index in zip(slices.images, slices.labels, source_indices):
-    result.examples.append(example_codec.encode_slice(
-        image, label, patient_id=source.patient_id, slice_index=int(slice_index), fold=fold,
-        image_dtype=options.image_dtype))
-  result.overlays = _overlay_slices(slices.images, slices.labels, source_indices, tumor_pixels,
-                                    len(options.modalities))
+    result.examples.append(
+      example_codec.encode_slice(
+        image,
+        label,
+        patient_id=source.patient_id,
+        slice_index=int(slice_index),
+        fold=fold,
+        image_dtype=options.image_dtype,
+      )
+    )
+  result.overlays = _overlay_slices(
+    slices.images, slices.labels, source_indices, tumor_pixels, len(options.modalities)
+  )
   return result
 
 

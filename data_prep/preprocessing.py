@@ -28,23 +28,31 @@ _NORMAL_IQR = 1.349
 @dataclasses.dataclass(frozen=True)
 class Normalization:
   """How intensities were normalized; stored in the manifest so readers never guess."""
+
   scope: str  # "volume" (whole patient known) or "slice"
   clip: float = CLIP_VALUE
   method: str = "zscore_brain"  # or "robust_brain": median and IQR, not pulled by the tumour
 
   def to_json(self):
-    return {"method": self.method, "scope": self.scope, "clip": [-self.clip, self.clip],
-            "brain": "voxels above the slice background value", "background": 0.0}
+    return {
+      "method": self.method,
+      "scope": self.scope,
+      "clip": [-self.clip, self.clip],
+      "brain": "voxels above the slice background value",
+      "background": 0.0,
+    }
 
   @classmethod
   def from_json(cls, entry):
-    return cls(scope=entry["scope"], clip=float(entry["clip"][1]),
-               method=entry.get("method", "zscore_brain"))
+    return cls(
+      scope=entry["scope"], clip=float(entry["clip"][1]), method=entry.get("method", "zscore_brain")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessedSlices:
   """The kept slices of one patient, ready to be written or fed to the model."""
+
   images: np.ndarray  # float32 [S, size, size, C * (2 * context_slices + 1)]
   labels: np.ndarray | None  # uint8 [S, size, size] unified label map, or None
   slice_indices: np.ndarray  # int64 [S], position of each kept slice in the input stack
@@ -110,8 +118,9 @@ def normalize(image, brain, normalization):
   elif normalization.method == "zscore_brain":
     normalized = _zscore(image.astype(np.float32), brain, axes)
   else:
-    raise ValueError(f"unknown normalization {normalization.method!r}; expected one of "
-                     f"{NORMALIZATION_METHODS}")
+    raise ValueError(
+      f"unknown normalization {normalization.method!r}; expected one of {NORMALIZATION_METHODS}"
+    )
   normalized = np.clip(normalized, -normalization.clip, normalization.clip)
   return np.where(brain[..., None], normalized, 0.0).astype(np.float32)
 
@@ -160,6 +169,7 @@ def resize_labels(labels, size):
 class CropBox:
   """A square of the source slice: rows [row, row + size), columns [column, column + size).
   It may reach past the slice's edges, where it reads zeros (background)."""
+
   row: int
   column: int
   size: int
@@ -205,7 +215,7 @@ def crop_square(volume, box):
   out = np.zeros((volume.shape[0], box.size, box.size) + volume.shape[3:], volume.dtype)
   r0, r1, dr = _overlap(box.row, box.size, volume.shape[1])
   c0, c1, dc = _overlap(box.column, box.size, volume.shape[2])
-  out[:, dr:dr + r1 - r0, dc:dc + c1 - c0] = volume[:, r0:r1, c0:c1]
+  out[:, dr : dr + r1 - r0, dc : dc + c1 - c0] = volume[:, r0:r1, c0:c1]
   return out
 
 
@@ -216,7 +226,7 @@ def paste_back(probability, box, height, width):
   out = np.zeros((probability.shape[0], height, width, probability.shape[3]), np.float32)
   r0, r1, dr = _overlap(box.row, box.size, height)
   c0, c1, dc = _overlap(box.column, box.size, width)
-  out[:, r0:r1, c0:c1] = square[:, dr:dr + r1 - r0, dc:dc + c1 - c0]
+  out[:, r0:r1, c0:c1] = square[:, dr : dr + r1 - r0, dc : dc + c1 - c0]
   return out
 
 
@@ -232,8 +242,7 @@ def context_stack(images, centres, context_slices):
   return stacked.reshape(stacked.shape[:3] + (stacked.shape[3] * stacked.shape[4],))
 
 
-def preprocess_volume(image, labels, *, image_size, normalization, crop="none",
-                      context_slices=0):
+def preprocess_volume(image, labels, *, image_size, normalization, crop="none", context_slices=0):
   """Normalizes, crops, resizes and stacks context for the brain slices of one patient.
 
   Args:
@@ -260,8 +269,9 @@ def preprocess_volume(image, labels, *, image_size, normalization, crop="none",
   resized_labels = None
   if labels is not None:
     resized_labels = resize_labels(crop_square(np.asarray(labels)[keep], box), image_size)
-  return PreprocessedSlices(images=stacked, labels=resized_labels,
-                            slice_indices=keep.astype(np.int64), crop=box)
+  return PreprocessedSlices(
+    images=stacked, labels=resized_labels, slice_indices=keep.astype(np.int64), crop=box
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +279,7 @@ class Recipe:
   """Every choice that turns a source case into network input. The converter writes it into
   the manifest and the trainer into the model's dataset.json, so prediction prepares a new
   case exactly like the training slices instead of re-deriving the rules."""
+
   image_size: int = 128
   modalities: tuple = ("flair",)
   normalization: str = "zscore_brain"
@@ -279,8 +290,9 @@ class Recipe:
   def __post_init__(self):
     object.__setattr__(self, "modalities", tuple(self.modalities))
     if self.normalization not in NORMALIZATION_METHODS:
-      raise ValueError(f"normalization must be one of {NORMALIZATION_METHODS}, got "
-                       f"{self.normalization!r}")
+      raise ValueError(
+        f"normalization must be one of {NORMALIZATION_METHODS}, got {self.normalization!r}"
+      )
     if self.crop not in CROPS:
       raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
     if self.context_slices < 0:
@@ -299,20 +311,35 @@ class Recipe:
     return Normalization(scope=scope, method=self.normalization)
 
   def preprocess(self, image, labels, source_format):
-    return preprocess_volume(image, labels, image_size=self.image_size,
-                             normalization=self.normalization_for(source_format),
-                             crop=self.crop, context_slices=self.context_slices)
+    return preprocess_volume(
+      image,
+      labels,
+      image_size=self.image_size,
+      normalization=self.normalization_for(source_format),
+      crop=self.crop,
+      context_slices=self.context_slices,
+    )
 
   def to_json(self):
-    return {"image_size": self.image_size, "modalities": list(self.modalities),
-            "normalization": self.normalization, "normalization_scope": self.normalization_scope,
-            "crop": self.crop, "crop_margin": CROP_MARGIN, "context_slices": self.context_slices,
-            "channel_order": "slice-major: offset -k (every modality), ..., offset +k"}
+    return {
+      "image_size": self.image_size,
+      "modalities": list(self.modalities),
+      "normalization": self.normalization,
+      "normalization_scope": self.normalization_scope,
+      "crop": self.crop,
+      "crop_margin": CROP_MARGIN,
+      "context_slices": self.context_slices,
+      "channel_order": "slice-major: offset -k (every modality), ..., offset +k",
+    }
 
   @classmethod
   def from_json(cls, entry):
     """Reads a recipe; manifests written before crops and context read as the old rule."""
-    return cls(image_size=int(entry["image_size"]), modalities=tuple(entry["modalities"]),
-               normalization=entry.get("normalization", "zscore_brain"),
-               normalization_scope=entry.get("normalization_scope", "auto"),
-               crop=entry.get("crop", "none"), context_slices=int(entry.get("context_slices", 0)))
+    return cls(
+      image_size=int(entry["image_size"]),
+      modalities=tuple(entry["modalities"]),
+      normalization=entry.get("normalization", "zscore_brain"),
+      normalization_scope=entry.get("normalization_scope", "auto"),
+      crop=entry.get("crop", "none"),
+      context_slices=int(entry.get("context_slices", 0)),
+    )

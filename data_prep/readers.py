@@ -25,6 +25,7 @@ KAGGLE_MASK_CHANNELS = 3
 @dataclasses.dataclass(frozen=True)
 class PatientVolume:
   """One patient in memory, slices first."""
+
   patient_id: str
   image: np.ndarray  # float32 [S, H, W, C] in the order of `modalities`
   labels: np.ndarray | None  # uint8 [S, H, W] unified label map
@@ -56,6 +57,7 @@ def _check_finite(array, path):
 
 # ---------------------------------------------------------------- NIfTI
 
+
 def load_nifti(path):
   """Returns (nibabel image with data in memory, sha256); corrupt files are bad input."""
   data, digest = read_bytes(path)
@@ -68,8 +70,11 @@ def load_nifti(path):
     image = nib.Nifti1Image.from_bytes(data)
     array = np.asanyarray(image.dataobj)
   except Exception as error:  # nibabel raises many types for foreign or cut files
-    reason = "is not a NIfTI-1 file" if len(data) < 348 or data[344:348] not in (b"n+1\0", b"ni1\0") \
-        else f"truncated or corrupt NIfTI ({type(error).__name__}: {error})"
+    reason = (
+      "is not a NIfTI-1 file"
+      if len(data) < 348 or data[344:348] not in (b"n+1\0", b"ni1\0")
+      else f"truncated or corrupt NIfTI ({type(error).__name__}: {error})"
+    )
     raise BadInputError(path, reason) from None
   if array.ndim == 4 and array.shape[3] == 1:
     array = array[..., 0]
@@ -86,8 +91,9 @@ def read_nifti_patient(source, modalities, *, require_labels=True):
     missing.append("seg")
   if missing:
     some_file = next(iter(files.values()))
-    raise BadInputError(some_file.rsplit("/", 1)[0],
-                        f"{source.patient_id} has no {', '.join(missing)} file")
+    raise BadInputError(
+      some_file.rsplit("/", 1)[0], f"{source.patient_id} has no {', '.join(missing)} file"
+    )
   channels, source_files, reference = [], [], None
   for modality in modalities:
     path = files[modality]
@@ -112,14 +118,21 @@ def read_nifti_patient(source, modalities, *, require_labels=True):
   image = np.transpose(np.stack(channels, axis=-1), (2, 0, 1, 3))  # [H,W,D,C] -> [D,H,W,C]
   nifti = reference[2]
   return PatientVolume(
-      patient_id=source.patient_id, image=image, labels=label_map,
-      slice_indices=np.arange(image.shape[0], dtype=np.int64),
-      spacing_mm=tuple(float(z) for z in nifti.header.get_zooms()[:3]),
-      source_files=source_files, bad_files=[], affine=nifti.affine, header=nifti.header,
-      source_shape=tuple(int(s) for s in reference[1]))
+    patient_id=source.patient_id,
+    image=image,
+    labels=label_map,
+    slice_indices=np.arange(image.shape[0], dtype=np.int64),
+    spacing_mm=tuple(float(z) for z in nifti.header.get_zooms()[:3]),
+    source_files=source_files,
+    bad_files=[],
+    affine=nifti.affine,
+    header=nifti.header,
+    source_shape=tuple(int(s) for s in reference[1]),
+  )
 
 
 # ---------------------------------------------------------------- Kaggle h5
+
 
 def read_h5_slice(path, channels, *, require_labels=True):
   """Returns (image float32 [H, W, C], unified labels [H, W] or None, sha256) of one slice file."""
@@ -128,25 +141,35 @@ def read_h5_slice(path, channels, *, require_labels=True):
     raise BadInputError(path, "is not an HDF5 file")
   try:
     with h5py.File(io.BytesIO(data), "r") as f:
-      missing = [key for key in ("image", "mask") if key not in f and (key == "image" or require_labels)]
+      missing = [
+        key for key in ("image", "mask") if key not in f and (key == "image" or require_labels)
+      ]
       if missing:
-        raise BadInputError(path, f"has no {' or '.join(repr(k) for k in missing)} dataset "
-                                  f"(keys: {sorted(f.keys())})")
+        raise BadInputError(
+          path, f"has no {' or '.join(repr(k) for k in missing)} dataset (keys: {sorted(f.keys())})"
+        )
       image = f["image"][()]
       mask = f["mask"][()] if "mask" in f else None
   except BadInputError:
     raise
   except Exception as error:  # h5py raises OSError/KeyError/ValueError on cut files
-    raise BadInputError(path, f"truncated or corrupt HDF5 ({type(error).__name__}: {error})") from None
+    raise BadInputError(
+      path, f"truncated or corrupt HDF5 ({type(error).__name__}: {error})"
+    ) from None
   if image.ndim != 3 or image.shape[2] != KAGGLE_IMAGE_CHANNELS:
-    raise BadInputError(path, f"image has shape {image.shape}, expected (H, W, {KAGGLE_IMAGE_CHANNELS})")
+    raise BadInputError(
+      path, f"image has shape {image.shape}, expected (H, W, {KAGGLE_IMAGE_CHANNELS})"
+    )
   selected = image[:, :, channels].astype(np.float32)
   _check_finite(selected, path)
   label_map = None
   if mask is not None:
     if mask.shape != image.shape[:2] + (KAGGLE_MASK_CHANNELS,):
-      raise BadInputError(path, f"mask has shape {mask.shape}, expected "
-                                f"{image.shape[:2] + (KAGGLE_MASK_CHANNELS,)} to match the image")
+      raise BadInputError(
+        path,
+        f"mask has shape {mask.shape}, expected "
+        f"{image.shape[:2] + (KAGGLE_MASK_CHANNELS,)} to match the image",
+      )
     label_map = labels_lib.unify_onehot_mask(mask, path)
   return selected, label_map, digest
 
@@ -159,8 +182,10 @@ def read_h5_patient(source, modalities, *, require_labels=True):
     try:
       image, label_map, digest = read_h5_slice(path, channels, require_labels=require_labels)
       if images and image.shape != images[0].shape:
-        raise BadInputError(path, f"image shape {image.shape} differs from the patient's "
-                                  f"other slices {images[0].shape}")
+        raise BadInputError(
+          path,
+          f"image shape {image.shape} differs from the patient's other slices {images[0].shape}",
+        )
     except BadInputError as error:
       bad_files.append(error)
       continue
@@ -169,17 +194,23 @@ def read_h5_patient(source, modalities, *, require_labels=True):
     indices.append(slice_index)
     source_files.append({"path": path, "sha256": digest})
   if not images:
-    raise BadInputError(source.files[0][1].rsplit("/", 1)[0],
-                        f"{source.patient_id}: none of its {len(source.files)} slice files is readable"
-                        f" (first: {bad_files[0].reason})")
+    raise BadInputError(
+      source.files[0][1].rsplit("/", 1)[0],
+      f"{source.patient_id}: none of its {len(source.files)} slice files is readable"
+      f" (first: {bad_files[0].reason})",
+    )
   has_labels = all(m is not None for m in label_maps)
   height, width = images[0].shape[:2]
   return PatientVolume(
-      patient_id=source.patient_id, image=np.stack(images),
-      labels=np.stack(label_maps) if has_labels else None,
-      slice_indices=np.asarray(indices, dtype=np.int64), spacing_mm=(1.0, 1.0, 1.0),
-      source_files=source_files, bad_files=bad_files,
-      source_shape=(height, width, max(indices) + 1))
+    patient_id=source.patient_id,
+    image=np.stack(images),
+    labels=np.stack(label_maps) if has_labels else None,
+    slice_indices=np.asarray(indices, dtype=np.int64),
+    spacing_mm=(1.0, 1.0, 1.0),
+    source_files=source_files,
+    bad_files=bad_files,
+    source_shape=(height, width, max(indices) + 1),
+  )
 
 
 def read_patient(source, modalities, *, require_labels=True):

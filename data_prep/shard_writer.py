@@ -18,7 +18,6 @@ def shard_name(fold, index, count):
 
 
 class _OpenShard:
-
   def __init__(self, path, fold):
     self.path = path
     self.fold = fold
@@ -72,6 +71,13 @@ class FoldShardWriter:
         size = os.path.getsize(os.path.join(self.directory, name))
         if size != shard.bytes:
           raise IOError(f"{name}: wrote {size} bytes, expected {shard.bytes}")
-        entries.append({"file": name, "fold": fold, "examples": shard.examples, "bytes": size,
-                        "patients": dict(sorted(shard.patients.items()))})
+        entries.append(
+          {
+            "file": name,
+            "fold": fold,
+            "examples": shard.examples,
+            "bytes": size,
+            "patients": dict(sorted(shard.patients.items())),
+          }
+        )
     return entries

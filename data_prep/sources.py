@@ -14,15 +14,17 @@ from data_prep.errors import BadInputError
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 # Official file suffix of each modality, per naming generation.
 NIFTI_SUFFIXES = {
-    "brats2018": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
-    "brats2023": {"flair": "-t2f", "t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "seg": "-seg"},
+  "brats2018": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
+  "brats2023": {"flair": "-t2f", "t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "seg": "-seg"},
 }
 # Kaggle BraTS2020 h5 channel of each modality.
 H5_CHANNELS = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 
 _H5_NAME = re.compile(r"^volume_(\d+)_slice_(\d+)\.h5$")
-_NIFTI_NAME = re.compile(r"^(?P<case>.+?)(?P<suffix>_flair|_t1ce|_t1|_t2|_seg|-t2f|-t1n|-t1c|-t2w|-seg)"
-                         r"\.nii(\.gz)?$")
+_NIFTI_NAME = re.compile(
+  r"^(?P<case>.+?)(?P<suffix>_flair|_t1ce|_t1|_t2|_seg|-t2f|-t1n|-t1c|-t2w|-seg)"
+  r"\.nii(\.gz)?$"
+)
 _NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
 
@@ -30,6 +32,7 @@ _NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 class PatientSource:
   """Where one patient's files are. `files` maps a modality (or 'seg') to a path (NIfTI)
   or a slice index to a path (h5)."""
+
   patient_id: str
   format: str  # "h5" or "nifti"
   label_scheme: str  # "brats2018" (labels 0,1,2,4), "brats2023" (0,1,2,3), "kaggle_onehot"
@@ -105,12 +108,18 @@ def _h5_sources(paths):
     patient_id = kaggle_patient_id(int(match.group(1)))
     slice_index = int(match.group(2))
     if slice_index in slices[patient_id]:
-      errors.append(BadInputError(path, f"{patient_id} slice {slice_index} seen twice "
-                                        f"(also {slices[patient_id][slice_index]})"))
+      errors.append(
+        BadInputError(
+          path,
+          f"{patient_id} slice {slice_index} seen twice (also {slices[patient_id][slice_index]})",
+        )
+      )
       continue
     slices[patient_id][slice_index] = path
-  sources = [PatientSource(pid, "h5", "kaggle_onehot", tuple(sorted(files.items())))
-             for pid, files in sorted(slices.items())]
+  sources = [
+    PatientSource(pid, "h5", "kaggle_onehot", tuple(sorted(files.items())))
+    for pid, files in sorted(slices.items())
+  ]
   return sources, errors
 
 
@@ -127,8 +136,11 @@ def _nifti_sources(paths):
     role = _role_of_suffix(match.group("suffix"))
     key = (os.path.dirname(path), match.group("case"))
     if role in cases[key]:
-      errors.append(BadInputError(path, f"second {role} file for {match.group('case')} "
-                                        f"(also {cases[key][role][1]})"))
+      errors.append(
+        BadInputError(
+          path, f"second {role} file for {match.group('case')} (also {cases[key][role][1]})"
+        )
+      )
       continue
     cases[key][role] = (match.group("suffix"), path)
 
@@ -143,8 +155,11 @@ def _nifti_sources(paths):
       errors.append(BadInputError(directory, f"{case} mixes 2018-2021 and 2023 file naming"))
       continue
     scheme = "brats2023" if naming == "brats2023" else "brats2018"
-    sources.append(PatientSource(case, "nifti", scheme,
-                                 tuple(sorted((role, path) for role, (_, path) in files.items()))))
+    sources.append(
+      PatientSource(
+        case, "nifti", scheme, tuple(sorted((role, path) for role, (_, path) in files.items()))
+      )
+    )
   return sources, errors
 
 

@@ -33,8 +33,8 @@ AFFINE = np.array([[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]], 
 CASE_ID_FORMATS = {"2018": "BraTS20_Training_{:03d}", "2023": "BraTS-GLI-{:05d}-000"}
 MAX_PATIENT_NUMBER = {"2018": 999, "2023": 99999}
 FILE_SUFFIXES = {
-    "2018": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
-    "2023": {"flair": "-t2f", "t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "seg": "-seg"},
+  "2018": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
+  "2023": {"flair": "-t2f", "t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "seg": "-seg"},
 }
 
 # Tissue classes of the phantom: indexes into the lookup tables below.
@@ -43,11 +43,11 @@ _SEG_LABEL_OF_TISSUE = np.array([0, 0, 0, 0, EDEMA, NECROTIC_CORE, ENHANCING], d
 # Mean raw intensity per tissue class, roughly as in real BraTS scans:
 # FLAIR edema ~2x white matter, T1ce enhancing very bright, T2 fluid bright, T1 tumour dark.
 _INTENSITIES = {
-    #        bg  white grey  csf  edema necrosis enhancing
-    "flair": (0, 200, 240, 60, 420, 150, 300),
-    "t1": (0, 400, 330, 150, 320, 240, 330),
-    "t1ce": (0, 420, 350, 160, 340, 250, 900),
-    "t2": (0, 130, 180, 450, 330, 380, 260),
+  #        bg  white grey  csf  edema necrosis enhancing
+  "flair": (0, 200, 240, 60, 420, 150, 300),
+  "t1": (0, 400, 330, 150, 320, 240, 330),
+  "t1ce": (0, 420, 350, 160, 340, 250, 900),
+  "t2": (0, 130, 180, 450, 330, 380, 260),
 }
 _TUMOUR_FREE_FRACTION = 1 / 8
 _TEXTURE_AMPLITUDE = 0.07
@@ -58,6 +58,7 @@ _MIN_BRAIN_INTENSITY = 10  # brain voxels stay strictly above the background 0
 @dataclasses.dataclass(frozen=True)
 class SyntheticPatient:
   """One phantom patient, volumes indexed [x, y, slice] like the real NIfTI files."""
+
   volumes: dict[str, np.ndarray]  # modality -> int16 [240, 240, S] raw intensities
   seg: np.ndarray  # uint8 [240, 240, S], labels {0, 1, 2, 4}
   patient_number: int
@@ -105,7 +106,9 @@ def _check_patient_number(patient_number, naming):
 # ----------------------------------------------------------------------------- phantom
 
 
-def make_patient(seed: int, patient_number: int, num_slices: int = DEFAULT_NUM_SLICES) -> SyntheticPatient:
+def make_patient(
+  seed: int, patient_number: int, num_slices: int = DEFAULT_NUM_SLICES
+) -> SyntheticPatient:
   """Builds patient `patient_number` of `seed`; the same whatever else is generated."""
   if num_slices < MIN_NUM_SLICES:
     raise ValueError(f"num_slices must be at least {MIN_NUM_SLICES}, got {num_slices}")
@@ -148,8 +151,9 @@ def _draw_brain(rng, num_slices):
   radius_y = IMAGE_SIZE * rng.uniform(0.34, 0.38)  # front-back
   first = max(rng.uniform(0.03, 0.08) * num_slices, 0.6)
   last = min(rng.uniform(0.88, 0.94) * num_slices, num_slices - 1.6)
-  return _Ellipsoid(centre=(centre_x, centre_y, (first + last) / 2),
-                    radii=(radius_x, radius_y, (last - first) / 2))
+  return _Ellipsoid(
+    centre=(centre_x, centre_y, (first + last) / 2), radii=(radius_x, radius_y, (last - first) / 2)
+  )
 
 
 def _draw_ventricles(rng, brain):
@@ -157,9 +161,16 @@ def _draw_ventricles(rng, brain):
   (cx, cy, cz), (ax, ay, az) = brain.centre, brain.radii
   ventricles = []
   for side in (-1, 1):
-    centre = (cx + side * ax * rng.uniform(0.09, 0.13), cy + ay * rng.uniform(-0.08, 0.02),
-              cz + az * rng.uniform(0.0, 0.15))
-    radii = (ax * rng.uniform(0.06, 0.09), ay * rng.uniform(0.25, 0.32), az * rng.uniform(0.18, 0.26))
+    centre = (
+      cx + side * ax * rng.uniform(0.09, 0.13),
+      cy + ay * rng.uniform(-0.08, 0.02),
+      cz + az * rng.uniform(0.0, 0.15),
+    )
+    radii = (
+      ax * rng.uniform(0.06, 0.09),
+      ay * rng.uniform(0.25, 0.32),
+      az * rng.uniform(0.18, 0.26),
+    )
     ventricles.append(_Ellipsoid(centre=centre, radii=radii, angle=side * rng.uniform(0.0, 0.15)))
   return ventricles
 
@@ -169,8 +180,11 @@ def _draw_tumour(rng, brain):
   (cx, cy, cz), (ax, ay, az) = brain.centre, brain.radii
   direction = rng.uniform(0, 2 * np.pi)
   distance = rng.uniform(0.0, 0.45)
-  centre = (cx + ax * distance * np.cos(direction), cy + ay * distance * np.sin(direction),
-            cz + az * rng.uniform(-0.35, 0.35))
+  centre = (
+    cx + ax * distance * np.cos(direction),
+    cy + ay * distance * np.sin(direction),
+    cz + az * rng.uniform(-0.35, 0.35),
+  )
   radius_a = rng.uniform(16, 30)
   radii = (radius_a, radius_a * rng.uniform(0.7, 1.2), az * rng.uniform(0.28, 0.5))
   angle = rng.uniform(0, np.pi)
@@ -178,10 +192,15 @@ def _draw_tumour(rng, brain):
   for _ in range(rng.integers(1, 3)):
     offset_angle = rng.uniform(0, 2 * np.pi)
     offset = rng.uniform(0.4, 0.8) * radius_a
-    satellite_centre = (centre[0] + offset * np.cos(offset_angle), centre[1] + offset * np.sin(offset_angle),
-                        centre[2] + radii[2] * rng.uniform(-0.3, 0.3))
+    satellite_centre = (
+      centre[0] + offset * np.cos(offset_angle),
+      centre[1] + offset * np.sin(offset_angle),
+      centre[2] + radii[2] * rng.uniform(-0.3, 0.3),
+    )
     satellite_radii = tuple(r * rng.uniform(0.45, 0.75) for r in radii)
-    edema.append(_Ellipsoid(centre=satellite_centre, radii=satellite_radii, angle=rng.uniform(0, np.pi)))
+    edema.append(
+      _Ellipsoid(centre=satellite_centre, radii=satellite_radii, angle=rng.uniform(0, np.pi))
+    )
   core_scale = rng.uniform(0.45, 0.65)
   core_centre = tuple(c + r * rng.uniform(-0.12, 0.12) for c, r in zip(centre, radii))
   core = _Ellipsoid(centre=core_centre, radii=tuple(r * core_scale for r in radii), angle=angle)
@@ -191,8 +210,10 @@ def _draw_tumour(rng, brain):
 def _bounding_box(ellipsoid, num_slices):
   """Slices of the volume that hold the (axis-aligned) ellipsoid."""
   limits = (IMAGE_SIZE, IMAGE_SIZE, num_slices)
-  return tuple(slice(max(int(np.floor(c - r)), 0), min(int(np.ceil(c + r)) + 1, n))
-               for c, r, n in zip(ellipsoid.centre, ellipsoid.radii, limits))
+  return tuple(
+    slice(max(int(np.floor(c - r)), 0), min(int(np.ceil(c + r)) + 1, n))
+    for c, r, n in zip(ellipsoid.centre, ellipsoid.radii, limits)
+  )
 
 
 def _smooth_noise(rng, shape, cell):
@@ -212,7 +233,9 @@ def _blur_axis(array, axis):
   """[1, 2, 1] / 4 smoothing along one axis, edges repeated."""
   padded = np.concatenate([np.take(array, [0], axis), array, np.take(array, [-1], axis)], axis)
   n = array.shape[axis]
-  return (np.take(padded, range(0, n), axis) + 2 * array + np.take(padded, range(2, n + 2), axis)) / 4
+  return (
+    np.take(padded, range(0, n), axis) + 2 * array + np.take(padded, range(2, n + 2), axis)
+  ) / 4
 
 
 def _linear_upsample_matrix(size, cell):
@@ -275,7 +298,9 @@ def _tumour_extent(tumour):
   """Per-axis (lows, highs) voxel coordinates that can hold tumour, with room for the noise."""
   margin = 1.6  # shape noise widens a radius by 0.2 * |noise|, rarely beyond 3 sigma
   lows = [min(e.centre[axis] - margin * _reach(e, axis) for e in tumour.edema) for axis in range(3)]
-  highs = [max(e.centre[axis] + margin * _reach(e, axis) for e in tumour.edema) for axis in range(3)]
+  highs = [
+    max(e.centre[axis] + margin * _reach(e, axis) for e in tumour.edema) for axis in range(3)
+  ]
   return lows, highs
 
 
@@ -287,16 +312,22 @@ def _reach(ellipsoid, axis):
 def _sub_box(box, extent):
   """Intersection of `box` with an extent, or None when empty."""
   lows, highs = extent
-  sub = tuple(slice(max(b.start, int(np.floor(lo))), min(b.stop, int(np.ceil(hi)) + 1))
-              for b, lo, hi in zip(box, lows, highs))
+  sub = tuple(
+    slice(max(b.start, int(np.floor(lo))), min(b.stop, int(np.ceil(hi)) + 1))
+    for b, lo, hi in zip(box, lows, highs)
+  )
   return None if any(s.start >= s.stop for s in sub) else sub
 
 
 def _bias_field(box, gradient):
   """Mild linear intensity drift across the brain (a scanner's coil sensitivity)."""
   x, y, z = (np.linspace(-1, 1, s.stop - s.start, dtype=np.float32) for s in box)
-  return (1 + gradient[0] * x[:, None, None] + gradient[1] * y[None, :, None]
-          + gradient[2] * z[None, None, :]).astype(np.float32)
+  return (
+    1
+    + gradient[0] * x[:, None, None]
+    + gradient[1] * y[None, :, None]
+    + gradient[2] * z[None, None, :]
+  ).astype(np.float32)
 
 
 def _render(rng, modality, tissue, factor, scale):
@@ -313,8 +344,9 @@ def _render(rng, modality, tissue, factor, scale):
 # ----------------------------------------------------------------------------- writers
 
 
-def write_nifti_case(patient: SyntheticPatient, output_dir: str, naming: str = "2018",
-                     compressed: bool = True) -> str:
+def write_nifti_case(
+  patient: SyntheticPatient, output_dir: str, naming: str = "2018", compressed: bool = True
+) -> str:
   """Writes one official-layout case folder; returns its path.
 
   Files are written in a hidden `.<case>.tmp-<pid>` folder (readers skip dot names), which
@@ -329,7 +361,11 @@ def write_nifti_case(patient: SyntheticPatient, output_dir: str, naming: str = "
   try:
     for modality in MODALITIES:
       nib.save(_nifti_image(patient.volumes[modality]), os.path.join(tmp_dir, names[modality]))
-    seg = patient.seg if naming == "2018" else np.where(patient.seg == ENHANCING, np.uint8(3), patient.seg)
+    seg = (
+      patient.seg
+      if naming == "2018"
+      else np.where(patient.seg == ENHANCING, np.uint8(3), patient.seg)
+    )
     nib.save(_nifti_image(seg), os.path.join(tmp_dir, names["seg"]))
     _move_folder_into_place(tmp_dir, case_dir)
   except BaseException:
@@ -424,9 +460,17 @@ def _write_h5_atomically(path, **datasets):
     raise
 
 
-def generate(output_dir: str, num_patients: int, fmt: str = "h5", seed: int = 0, naming: str = "2018",
-             num_slices: int = DEFAULT_NUM_SLICES, compressed: bool = True, first_patient: int = 1,
-             progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> list[str]:
+def generate(
+  output_dir: str,
+  num_patients: int,
+  fmt: str = "h5",
+  seed: int = 0,
+  naming: str = "2018",
+  num_slices: int = DEFAULT_NUM_SLICES,
+  compressed: bool = True,
+  first_patient: int = 1,
+  progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+) -> list[str]:
   """Writes patients first_patient.. first_patient + num_patients - 1; returns every file written.
 
   h5 files all go into `output_dir`; NIfTI cases into `output_dir/<case>/`. `progress`
@@ -444,7 +488,7 @@ def generate(output_dir: str, num_patients: int, fmt: str = "h5", seed: int = 0,
     _check_patient_number(number, numbering)
   os.makedirs(output_dir, exist_ok=True)
   written = []
-  for number in (progress(patient_numbers) if progress else patient_numbers):
+  for number in progress(patient_numbers) if progress else patient_numbers:
     patient = make_patient(seed, number, num_slices)
     if fmt == "h5":
       written.extend(write_h5_slices(patient, output_dir))

@@ -19,8 +19,15 @@ from data_prep import folds
 from data_prep import tfrecord_schema
 
 _BATCH = 256
-_REQUIRED_KEYS = ("schema_version", "image_size", "channels", "image_dtype", "num_folds",
-                  "patients", "shards")
+_REQUIRED_KEYS = (
+  "schema_version",
+  "image_size",
+  "channels",
+  "image_dtype",
+  "num_folds",
+  "patients",
+  "shards",
+)
 
 
 @dataclasses.dataclass
@@ -40,13 +47,16 @@ def verify(data_dir, drop_names=None):
     return report
   for entry in sorted(os.listdir(data_dir)):
     if drops.is_staging_name(entry):
-      report.warnings.append(f"{os.path.join(data_dir, entry)}: unfinished conversion, ignored "
-                             "by readers (the next run of the converter clears it)")
+      report.warnings.append(
+        f"{os.path.join(data_dir, entry)}: unfinished conversion, ignored "
+        "by readers (the next run of the converter clears it)"
+      )
   found = drops.list_complete_drops(data_dir)
   if drop_names:
     missing = sorted(set(drop_names) - {name for name, _ in found})
-    report.faults += [f"{os.path.join(data_dir, name)}: no complete drop of that name"
-                      for name in missing]
+    report.faults += [
+      f"{os.path.join(data_dir, name)}: no complete drop of that name" for name in missing
+    ]
     found = [(name, path) for name, path in found if name in drop_names]
   if not found:
     report.faults.append(f"{data_dir}: holds no complete drop (a folder with {drops.MANIFEST})")
@@ -58,16 +68,21 @@ def verify(data_dir, drop_names=None):
     if manifest is None:
       continue
     report.drops += 1
-    layouts[name] = (manifest["image_size"], manifest["channels"], manifest["image_dtype"],
-                     manifest["num_folds"])
+    layouts[name] = (
+      manifest["image_size"],
+      manifest["channels"],
+      manifest["image_dtype"],
+      manifest["num_folds"],
+    )
     for patient_id in manifest["patients"]:
       if patient_id in owners:
         report.faults.append(f"{path}: patient {patient_id} is also in drop {owners[patient_id]}")
       owners.setdefault(patient_id, name)
     _verify_drop(path, manifest, report)
   if len(set(layouts.values())) > 1:
-    report.faults.append(f"{data_dir}: drops disagree on (image_size, channels, dtype, num_folds): "
-                         f"{layouts}")
+    report.faults.append(
+      f"{data_dir}: drops disagree on (image_size, channels, dtype, num_folds): {layouts}"
+    )
   return report
 
 
@@ -101,30 +116,38 @@ def _verify_drop(drop_path, manifest, report):
     report.shards += 1
     size = os.path.getsize(path)
     if size != shard["bytes"]:
-      report.faults.append(f"{path}: {size} bytes, manifest says {shard['bytes']} (truncated or "
-                           "appended to)")
+      report.faults.append(
+        f"{path}: {size} bytes, manifest says {shard['bytes']} (truncated or appended to)"
+      )
     counts = _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient)
     if counts is None:
       continue
     if counts != collections.Counter(shard.get("patients", {})):
-      report.faults.append(f"{path}: examples per patient {dict(counts)} differ from the manifest "
-                           f"{shard.get('patients')}")
+      report.faults.append(
+        f"{path}: examples per patient {dict(counts)} differ from the manifest "
+        f"{shard.get('patients')}"
+      )
     if sum(counts.values()) != shard["examples"]:
-      report.faults.append(f"{path}: {sum(counts.values())} examples, manifest says "
-                           f"{shard['examples']}")
+      report.faults.append(
+        f"{path}: {sum(counts.values())} examples, manifest says {shard['examples']}"
+      )
     per_patient.update(counts)
   manifest_path = os.path.join(drop_path, drops.MANIFEST)
   for patient_id, entry in manifest["patients"].items():
     if per_patient[patient_id] != entry["slices"]:
-      report.faults.append(f"{manifest_path}: {patient_id} has {per_patient[patient_id]} slices "
-                           f"in the shards, manifest says {entry['slices']}")
+      report.faults.append(
+        f"{manifest_path}: {patient_id} has {per_patient[patient_id]} slices "
+        f"in the shards, manifest says {entry['slices']}"
+      )
     elif tumor_per_patient[patient_id] != entry["tumor_slices"]:
-      report.faults.append(f"{manifest_path}: {patient_id} has {tumor_per_patient[patient_id]} "
-                           f"tumour slices in the shards, manifest says {entry['tumor_slices']}")
+      report.faults.append(
+        f"{manifest_path}: {patient_id} has {tumor_per_patient[patient_id]} "
+        f"tumour slices in the shards, manifest says {entry['tumor_slices']}"
+      )
 
 
 def _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient):
-  """Checks every record of one shard; returns Counter(patient -> examples) or None if unreadable."""
+  """Checks every record of one shard: Counter(patient -> examples), or None if unreadable."""
   size, channels = manifest["image_size"], manifest["channels"]
   dtype = np.dtype(manifest["image_dtype"]).newbyteorder("<")
   image_bytes = size * size * channels * dtype.itemsize
@@ -137,9 +160,20 @@ def _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient):
     for batch in dataset:
       batch = {key: value.numpy() for key, value in batch.items()}
       for i in range(len(batch["patient_id"])):
-        fault = _check_example({key: value[i] for key, value in batch.items()}, shard, patients,
-                               known_slices, size, channels, dtype, image_bytes,
-                               manifest["num_folds"], seen_keys, counts, tumor_per_patient)
+        fault = _check_example(
+          {key: value[i] for key, value in batch.items()},
+          shard,
+          patients,
+          known_slices,
+          size,
+          channels,
+          dtype,
+          image_bytes,
+          manifest["num_folds"],
+          seen_keys,
+          counts,
+          tumor_per_patient,
+        )
         if fault:
           report.faults.append(f"{path}: record {record}: {fault}")
           return None
@@ -152,8 +186,20 @@ def _verify_shard(path, shard, manifest, report, seen_keys, tumor_per_patient):
   return counts
 
 
-def _check_example(example, shard, patients, known_slices, size, channels, dtype, image_bytes,
-                   num_folds, seen_keys, counts, tumor_per_patient):
+def _check_example(
+  example,
+  shard,
+  patients,
+  known_slices,
+  size,
+  channels,
+  dtype,
+  image_bytes,
+  num_folds,
+  seen_keys,
+  counts,
+  tumor_per_patient,
+):
   """Returns a fault description for one parsed example, or None."""
   patient_id = example["patient_id"].decode("utf-8")
   slice_index = int(example["slice_index"])
@@ -182,8 +228,10 @@ def _check_example(example, shard, patients, known_slices, size, channels, dtype
   fold = int(example["fold"])
   expected_fold = folds.fold_of(patient_id, num_folds)
   if not fold == shard["fold"] == patients[patient_id]["fold"] == expected_fold:
-    return (f"fold {fold}, shard fold {shard['fold']}, manifest fold "
-            f"{patients[patient_id]['fold']}, hash fold {expected_fold} disagree")
+    return (
+      f"fold {fold}, shard fold {shard['fold']}, manifest fold "
+      f"{patients[patient_id]['fold']}, hash fold {expected_fold} disagree"
+    )
   if known_slices[patient_id] and slice_index not in known_slices[patient_id]:
     return f"slice {slice_index} of {patient_id} is not in the manifest"
   counts[patient_id] += 1

@@ -21,14 +21,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from data_prep import verify  # imports TensorFlow; after flag parsing so --help stays fast
+
   report = verify.verify(_DATA_DIR.value, _DROPS.value)
   for warning in report.warnings:
     print(f"warning: {warning}", file=sys.stderr)
   for fault in report.faults:
     print(f"fault: {fault}", file=sys.stderr)
   status = "FAILED" if report.faults else "OK"
-  print(f"verify {status}: {report.drops} drops, {report.shards} shards, {report.examples} "
-        f"examples, {len(report.faults)} faults")
+  print(
+    f"verify {status}: {report.drops} drops, {report.shards} shards, {report.examples} "
+    f"examples, {len(report.faults)} faults"
+  )
   if report.faults:
     sys.exit(1)
 

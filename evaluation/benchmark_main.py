@@ -42,9 +42,11 @@ def time_case(plain, tta, source, output_dir):
   from data_prep import readers
   from evaluation import inference
   from evaluation import predict
+
   recipe = plain.recipe
-  volume, read = _timed(lambda: readers.read_patient(source, recipe.modalities,
-                                                     require_labels=False))
+  volume, read = _timed(
+    lambda: readers.read_patient(source, recipe.modalities, require_labels=False)
+  )
   slices, prepare = _timed(lambda: recipe.preprocess(volume.image, None, source.format))
   _, network = _timed(lambda: plain.network_probabilities(slices.images))
   (mean, _), network_tta = _timed(lambda: tta.network_probabilities(slices.images))
@@ -54,16 +56,24 @@ def time_case(plain, tta, source, output_dir):
     probability = np.zeros(volume.image.shape[:3] + (mean.shape[-1],), np.float32)
     probability[slices.slice_indices] = preprocessing.paste_back(mean, slices.crop, height, width)
     masks = inference.region_masks(probability, plain.task, plain.postprocessing)
-    labels = predict.volume_grid(volume, inference.label_map(masks, plain.task,
-                                                              source.label_scheme))
-    predict.write_volume(os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz"), volume,
-                          labels, np.uint8)
+    labels = predict.volume_grid(
+      volume, inference.label_map(masks, plain.task, source.label_scheme)
+    )
+    predict.write_volume(
+      os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz"), volume, labels, np.uint8
+    )
+
   _, rest_seconds = _timed(rest)
-  return {"read": read, "preprocess": prepare, "network": network, "network_tta": network_tta,
-          "paste_threshold_write": rest_seconds,
-          "total": read + prepare + network + rest_seconds,
-          "total_tta": read + prepare + network_tta + rest_seconds,
-          "slices": int(len(slices.slice_indices))}
+  return {
+    "read": read,
+    "preprocess": prepare,
+    "network": network,
+    "network_tta": network_tta,
+    "paste_threshold_write": rest_seconds,
+    "total": read + prepare + network + rest_seconds,
+    "total_tta": read + prepare + network_tta + rest_seconds,
+    "slices": int(len(slices.slice_indices)),
+  }
 
 
 def main(argv):
@@ -72,38 +82,61 @@ def main(argv):
   from data_prep import sources
   from evaluation import inference
   from training import run_info
+
   members = inference.load_members(_MODEL_DIR.value)
   rules = inference.read_rules(_MODEL_DIR.value[0])
-  plain = inference.Segmenter(members, tta=False, postprocessing=rules.postprocessing,
-                              batch_size=_BATCH_SIZE.value)
-  tta = inference.Segmenter(members, tta=True, postprocessing=rules.postprocessing,
-                            batch_size=_BATCH_SIZE.value)
+  plain = inference.Segmenter(
+    members, tta=False, postprocessing=rules.postprocessing, batch_size=_BATCH_SIZE.value
+  )
+  tta = inference.Segmenter(
+    members, tta=True, postprocessing=rules.postprocessing, batch_size=_BATCH_SIZE.value
+  )
   found, _ = sources.discover(_INPUT.value)
   if len(found) < 2:
     raise app.UsageError(f"{_INPUT.value}: need at least 2 cases (one is the warm-up)")
-  cases = found[:_MAX_CASES.value + 1]
+  cases = found[: _MAX_CASES.value + 1]
   rows = []
   with tempfile.TemporaryDirectory() as output_dir:
     time_case(plain, tta, cases[0], output_dir)  # warm-up: graph tracing, first allocations
     for source in cases[1:]:
-      row = {k: round(v, 4) if isinstance(v, float) else v
-             for k, v in time_case(plain, tta, source, output_dir).items()}
+      row = {
+        k: round(v, 4) if isinstance(v, float) else v
+        for k, v in time_case(plain, tta, source, output_dir).items()
+      }
       rows.append(row)
-      print(json.dumps({"benchmark": "predict_case", "case": source.patient_id, **row}),
-            flush=True)
-  summary = {"benchmark": "predict_summary", "cases": len(rows), "members": len(members),
-             "cpu": run_info.cpu_model(), "batch_size": _BATCH_SIZE.value}
-  for key in ("total", "total_tta", "network", "network_tta", "read", "preprocess",
-              "paste_threshold_write"):
+      print(json.dumps({"benchmark": "predict_case", "case": source.patient_id, **row}), flush=True)
+  summary = {
+    "benchmark": "predict_summary",
+    "cases": len(rows),
+    "members": len(members),
+    "cpu": run_info.cpu_model(),
+    "batch_size": _BATCH_SIZE.value,
+  }
+  for key in (
+    "total",
+    "total_tta",
+    "network",
+    "network_tta",
+    "read",
+    "preprocess",
+    "paste_threshold_write",
+  ):
     values = np.array([row[key] for row in rows])
     summary[f"{key}_median_s"] = round(float(np.median(values)), 3)
     summary[f"{key}_p95_s"] = round(float(np.percentile(values, 95)), 3)
   network = np.array([row["network"] for row in rows])
-  summary["tta_over_network"] = round(float(np.median(
-      np.array([row["network_tta"] for row in rows]) / network)), 3)
-  summary["rest_over_network"] = round(float(np.median(np.array(
-      [row["read"] + row["preprocess"] + row["paste_threshold_write"] for row in rows]) / network)),
-      3)
+  summary["tta_over_network"] = round(
+    float(np.median(np.array([row["network_tta"] for row in rows]) / network)), 3
+  )
+  summary["rest_over_network"] = round(
+    float(
+      np.median(
+        np.array([row["read"] + row["preprocess"] + row["paste_threshold_write"] for row in rows])
+        / network
+      )
+    ),
+    3,
+  )
   print(json.dumps(summary), flush=True)
 
 

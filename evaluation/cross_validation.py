@@ -30,20 +30,30 @@ PLAIN, TTA = "plain", "tta"
 def _save_probabilities(path, probability, truth, spacing, diagonal):
   """Compact copies for choosing rules later: probabilities as uint8 (1/255 steps)."""
   buffer = io.BytesIO()
-  np.savez_compressed(buffer, probability=np.round(probability * 255).astype(np.uint8),
-                      truth=truth, spacing=np.asarray(spacing), diagonal=diagonal)
+  np.savez_compressed(
+    buffer,
+    probability=np.round(probability * 255).astype(np.uint8),
+    truth=truth,
+    spacing=np.asarray(spacing),
+    diagonal=diagonal,
+  )
   atomic.write_bytes(path, buffer.getvalue())
 
 
 def _load_probabilities(path):
   with np.load(path) as data:
-    return (data["probability"].astype(np.float32) / 255, data["truth"],
-            tuple(data["spacing"]), float(data["diagonal"]))
+    return (
+      data["probability"].astype(np.float32) / 255,
+      data["truth"],
+      tuple(data["spacing"]),
+      float(data["diagonal"]),
+    )
 
 
 def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, batch_size=32):
   """Scores fold `fold` with `members`; writes and returns the fold's rows."""
   from input_pipeline import manifests
+
   segmenter = inference.Segmenter(members, tta=True, batch_size=batch_size)
   without_tta = inference.Segmenter(members, tta=False, batch_size=batch_size)
   layout = manifests.load_layout(data_dir, [fold])
@@ -53,29 +63,46 @@ def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, ba
   rows = []
   for patient_id, source in evaluate.patient_sources(layout).items():
     if source is None:
-      raise inference.EvaluationError(f"{patient_id}: its source files are gone; cross-validation "
-                                      "scores on the source grid only")
+      raise inference.EvaluationError(
+        f"{patient_id}: its source files are gone; cross-validation scores on the source grid only"
+      )
     case = evaluate.read_scored_case(patient_id, source, segmenter.recipe, segmenter.task)
 
     def score(masks, variant):
       for region, result in zip(regions, case.score(masks)):
-        rows.append({"patient_id": patient_id, "fold": fold, "variant": variant,
-                     "region": region, **{k: result[k] for k in
-                                          ("dice", "hd95_mm", "gt_voxels", "pred_voxels")}})
+        rows.append(
+          {
+            "patient_id": patient_id,
+            "fold": fold,
+            "variant": variant,
+            "region": region,
+            **{k: result[k] for k in ("dice", "hd95_mm", "gt_voxels", "pred_voxels")},
+          }
+        )
 
     plain, tta = segmenter.segment_with_and_without_tta(case.volume.image, source.format)
     for variant, segmentation in ((PLAIN, plain), (TTA, tta)):
       score(segmentation.masks, variant)
-      _save_probabilities(os.path.join(probabilities_dir, f"{patient_id}_{variant}.npz"),
-                          segmentation.probability, case.truth, case.spacing, case.diagonal)
+      _save_probabilities(
+        os.path.join(probabilities_dir, f"{patient_id}_{variant}.npz"),
+        segmentation.probability,
+        case.truth,
+        case.spacing,
+        case.diagonal,
+      )
     for condition in stress:  # the stress test runs without TTA
       shifted = without_tta.segment(case.perturbed(condition), None, source.format)
       score(np.zeros_like(case.truth) if shifted is None else shifted.masks, f"stress:{condition}")
     if progress:
-      dice = {r["variant"]: r["dice"] for r in rows
-              if r["patient_id"] == patient_id and r["region"] == regions[0]}
-      print(f"  fold {fold} {patient_id}: " + ", ".join(f"{v} {d:.3f}" for v, d in dice.items()),
-            flush=True)
+      dice = {
+        r["variant"]: r["dice"]
+        for r in rows
+        if r["patient_id"] == patient_id and r["region"] == regions[0]
+      }
+      print(
+        f"  fold {fold} {patient_id}: " + ", ".join(f"{v} {d:.3f}" for v, d in dice.items()),
+        flush=True,
+      )
   atomic.write_json(os.path.join(run_dir, SCORES), {"fold": fold, "rows": rows})
   return rows
 
@@ -89,8 +116,9 @@ def read_fold_scores(run_dir):
 
 
 def _dice_by_patient(rows, variant, region):
-  return {r["patient_id"]: r["dice"] for r in rows if r["variant"] == variant
-          and r["region"] == region}
+  return {
+    r["patient_id"]: r["dice"] for r in rows if r["variant"] == variant and r["region"] == region
+  }
 
 
 def choose_rules(rows, fold_dirs, task):
@@ -110,12 +138,14 @@ def choose_rules(rows, fold_dirs, task):
         if name.endswith(f"_{variant}.npz"):
           yield _load_probabilities(os.path.join(directory, name))[:2]
 
-  rule, table = postprocess.choose_rule((truth[..., 0], probability[..., 0] > inference.THRESHOLD)
-                                        for probability, truth in volumes())
+  rule, table = postprocess.choose_rule(
+    (truth[..., 0], probability[..., 0] > inference.THRESHOLD) for probability, truth in volumes()
+  )
   if task == "regions":
     minimum, enhancing_table = postprocess.choose_enhancing_rule(
-        (truth[..., 2], inference.region_masks(probability, "regions", rule)[..., 2])
-        for probability, truth in volumes())
+      (truth[..., 2], inference.region_masks(probability, "regions", rule)[..., 2])
+      for probability, truth in volumes()
+    )
     rule = dataclasses.replace(rule, min_enhancing_voxels=minimum)
     table += enhancing_table
   return inference.InferenceRules(tta=use_tta, postprocessing=rule), table
@@ -127,18 +157,27 @@ def apply_rule_rows(fold_dirs, rules, regions, task):
   final = []
   for run_dir in fold_dirs:
     directory = os.path.join(run_dir, "cv_probabilities")
-    fold = int(os.path.basename(run_dir)[len("fold"):])
+    fold = int(os.path.basename(run_dir)[len("fold") :])
     for name in sorted(os.listdir(directory)):
       if not name.endswith(f"_{variant}.npz"):
         continue
-      patient_id = name[:-len(f"_{variant}.npz")]
+      patient_id = name[: -len(f"_{variant}.npz")]
       probability, truth, spacing, diagonal = _load_probabilities(os.path.join(directory, name))
       masks = inference.region_masks(probability, task, rules.postprocessing)
       for k, region in enumerate(regions):
         result = volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal)
-        final.append({"patient_id": patient_id, "fold": fold, "variant": "final",
-                      "region": region, "dice": result.dice, "hd95_mm": result.hd95_mm,
-                      "gt_voxels": result.gt_voxels, "pred_voxels": result.pred_voxels})
+        final.append(
+          {
+            "patient_id": patient_id,
+            "fold": fold,
+            "variant": "final",
+            "region": region,
+            "dice": result.dice,
+            "hd95_mm": result.hd95_mm,
+            "gt_voxels": result.gt_voxels,
+            "pred_voxels": result.pred_voxels,
+          }
+        )
   return final
 
 
@@ -150,8 +189,11 @@ class Summary:
 
 def _stats(values):
   values = np.asarray(values, np.float64)
-  return {"mean": round(float(values.mean()), 4), "median": round(float(np.median(values)), 4),
-          "worst": round(float(values.min()), 4)}
+  return {
+    "mean": round(float(values.mean()), 4),
+    "median": round(float(np.median(values)), 4),
+    "worst": round(float(values.min()), 4),
+  }
 
 
 def summarize(rows, rules, region, fold_info, description):
@@ -159,39 +201,64 @@ def summarize(rows, rules, region, fold_info, description):
   variants = list(dict.fromkeys(r["variant"] for r in rows))
   stress = [v for v in variants if v.startswith("stress:")]
   by = {v: _dice_by_patient(rows, v, region) for v in variants}
-  hd95 = {r["patient_id"]: r["hd95_mm"] for r in rows if r["variant"] == "final"
-          and r["region"] == region}
+  hd95 = {
+    r["patient_id"]: r["hd95_mm"] for r in rows if r["variant"] == "final" and r["region"] == region
+  }
   fold_of = {r["patient_id"]: r["fold"] for r in rows}
   patients = sorted(by[PLAIN], key=lambda p: (fold_of[p], p))
   stress_mean = {p: float(np.mean([by[v][p] for v in stress])) for p in patients} if stress else {}
   summary = {
-      "description": description, "region": region, "rules": rules.to_json(),
-      "patients": len(patients), "cpu": run_info.cpu_model(), "folds": fold_info,
-      "dice": {v: _stats(list(by[v].values())) for v in variants},
-      "hd95_mm_final": _stats(list(hd95.values())) if hd95 else None,
-      "per_patient": [{"patient_id": p, "fold": fold_of[p], **{v: round(by[v][p], 4)
-                                                               for v in variants},
-                       **({"stress_mean": round(stress_mean[p], 4)} if stress else {}),
-                       "hd95_mm_final": round(hd95.get(p, float("nan")), 2)} for p in patients],
+    "description": description,
+    "region": region,
+    "rules": rules.to_json(),
+    "patients": len(patients),
+    "cpu": run_info.cpu_model(),
+    "folds": fold_info,
+    "dice": {v: _stats(list(by[v].values())) for v in variants},
+    "hd95_mm_final": _stats(list(hd95.values())) if hd95 else None,
+    "per_patient": [
+      {
+        "patient_id": p,
+        "fold": fold_of[p],
+        **{v: round(by[v][p], 4) for v in variants},
+        **({"stress_mean": round(stress_mean[p], 4)} if stress else {}),
+        "hd95_mm_final": round(hd95.get(p, float("nan")), 2),
+      }
+      for p in patients
+    ],
   }
   if stress:
     summary["dice"]["stress_mean"] = _stats(list(stress_mean.values()))
   columns = [PLAIN, TTA, "final"] + (["stress_mean"] if stress else []) + stress
-  lines = [f"# {description}", "",
-           f"{len(patients)} patients, {region} Dice per patient at full resolution on the "
-           f"source grid; final = TTA {'on' if rules.tta else 'off'}, "
-           f"{rules.postprocessing.describe()}. CPU: {summary['cpu']}.", "",
-           "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+  lines = [
+    f"# {description}",
+    "",
+    f"{len(patients)} patients, {region} Dice per patient at full resolution on the "
+    f"source grid; final = TTA {'on' if rules.tta else 'off'}, "
+    f"{rules.postprocessing.describe()}. CPU: {summary['cpu']}.",
+    "",
+    "| | " + " | ".join(columns) + " |",
+    "|---" * (len(columns) + 1) + "|",
+  ]
   for stat in ("mean", "median", "worst"):
-    lines.append(f"| {stat} | " + " | ".join(f"{summary['dice'][c][stat]:.3f}" for c in columns)
-                 + " |")
-  lines += ["", "| patient | fold | " + " | ".join(columns) + " | HD95 mm (final) |",
-            "|---" * (len(columns) + 3) + "|"]
+    lines.append(
+      f"| {stat} | " + " | ".join(f"{summary['dice'][c][stat]:.3f}" for c in columns) + " |"
+    )
+  lines += [
+    "",
+    "| patient | fold | " + " | ".join(columns) + " | HD95 mm (final) |",
+    "|---" * (len(columns) + 3) + "|",
+  ]
   for entry in summary["per_patient"]:
-    lines.append(f"| {entry['patient_id']} | {entry['fold']} | " + " | ".join(
-        f"{entry[c]:.3f}" for c in columns) + f" | {entry['hd95_mm_final']:.1f} |")
+    lines.append(
+      f"| {entry['patient_id']} | {entry['fold']} | "
+      + " | ".join(f"{entry[c]:.3f}" for c in columns)
+      + f" | {entry['hd95_mm_final']:.1f} |"
+    )
   lines += ["", "| fold | patients | training seconds | epochs |", "|---|---|---|---|"]
   for fold, info in sorted(fold_info.items()):
-    lines.append(f"| {fold} | {info['patients']} | {info.get('seconds', 'n/a')} | "
-                 f"{info.get('epochs', 'n/a')} |")
+    lines.append(
+      f"| {fold} | {info['patients']} | {info.get('seconds', 'n/a')} | "
+      f"{info.get('epochs', 'n/a')} |"
+    )
   return Summary(summary, "\n".join(lines) + "\n")

@@ -36,14 +36,25 @@ from input_pipeline import reader
 
 THRESHOLD = inference.THRESHOLD
 EvaluationError = inference.EvaluationError
-CSV_COLUMNS = ("patient_id", "region", "dice", "iou", "hd95_mm", "sensitivity", "specificity",
-               "precision", "gt_voxels", "pred_voxels")
+CSV_COLUMNS = (
+  "patient_id",
+  "region",
+  "dice",
+  "iou",
+  "hd95_mm",
+  "sensitivity",
+  "specificity",
+  "precision",
+  "gt_voxels",
+  "pred_voxels",
+)
 STRESS_COLUMNS = ("patient_id", "condition", "region", "dice", "hd95_mm")
 
 
 @dataclasses.dataclass
 class PatientStack:
   """One patient's evaluated slices, in slice order."""
+
   patient_id: str
   slice_indices: np.ndarray  # [S]
   images: np.ndarray  # [S, H, W, C]
@@ -75,8 +86,9 @@ def patient_stacks(segmenter, dataset):
         yield finish()
         pending["parts"] = []
       pending["patient_id"] = patient_id
-      pending["parts"].append((indices[start:end], images[start:end], probability[start:end],
-                               targets[start:end]))
+      pending["parts"].append(
+        (indices[start:end], images[start:end], probability[start:end], targets[start:end])
+      )
       start = end
   if pending["parts"]:
     yield finish()
@@ -93,8 +105,11 @@ def _grid(stack, entry, image_size):
   truth[stack.slice_indices] = stack.target > 0
   spacing = _spacing(entry)
   source_shape = entry.get("source_shape") or [image_size, image_size, depth]
-  voxel = (spacing[2], spacing[0] * source_shape[0] / image_size,
-           spacing[1] * source_shape[1] / image_size)
+  voxel = (
+    spacing[2],
+    spacing[0] * source_shape[0] / image_size,
+    spacing[1] * source_shape[1] / image_size,
+  )
   diagonal = volume_metrics.volume_diagonal_mm(source_shape, spacing)
   return truth, probability, voxel, diagonal
 
@@ -121,8 +136,9 @@ def source_of(entry, source_format):
 def patient_sources(layout):
   """{patient_id: PatientSource or None (files gone)} for the patients of `layout`."""
   formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
-  return {pid: source_of(entry, formats[entry["drop"]])
-          for pid, entry in sorted(layout.patients.items())}
+  return {
+    pid: source_of(entry, formats[entry["drop"]]) for pid, entry in sorted(layout.patients.items())
+  }
 
 
 def stress_seed(patient_id, condition):
@@ -132,13 +148,16 @@ def stress_seed(patient_id, condition):
 
 def score_regions(truth, masks, spacing, diagonal):
   """One dict of `volume_metrics.VolumeScores` fields per region (last axis)."""
-  return [dataclasses.asdict(volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal))
-          for k in range(truth.shape[-1])]
+  return [
+    dataclasses.asdict(volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal))
+    for k in range(truth.shape[-1])
+  ]
 
 
 @dataclasses.dataclass
 class ScoredCase:
   """A patient read from its source files, with what scoring on its grid needs."""
+
   patient_id: str
   volume: object  # readers.PatientVolume
   truth: np.ndarray  # bool [S, H, W, K]
@@ -151,8 +170,8 @@ class ScoredCase:
   def perturbed(self, condition):
     """The source image after a site-like change (the stress test), the same in every run."""
     from evaluation import site_shift  # numpy only; imported when a stress test runs
-    return site_shift.perturb(self.volume.image, condition,
-                              stress_seed(self.patient_id, condition))
+
+    return site_shift.perturb(self.volume.image, condition, stress_seed(self.patient_id, condition))
 
 
 def read_scored_case(patient_id, source, recipe, task):
@@ -164,14 +183,31 @@ def read_scored_case(patient_id, source, recipe, task):
   if volume.labels is None:
     raise EvaluationError(f"{source.paths[0]}: {patient_id} has no segmentation to score against")
   row, column, depth = volume.spacing_mm
-  return ScoredCase(patient_id, volume, inference.truth_masks(volume.labels, task),
-                    (depth, row, column),
-                    volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm))
+  return ScoredCase(
+    patient_id,
+    volume,
+    inference.truth_masks(volume.labels, task),
+    (depth, row, column),
+    volume_metrics.volume_diagonal_mm(volume.source_shape, volume.spacing_mm),
+  )
 
 
-def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlays=True,
-             gif="selected", save_predictions=False, batch_size=64, progress=True, gif_scale=2,
-             stress=(), grid="auto"):
+def evaluate(
+  segmenter,
+  data_dir,
+  *,
+  folds=None,
+  drops=None,
+  output_dir,
+  overlays=True,
+  gif="selected",
+  save_predictions=False,
+  batch_size=64,
+  progress=True,
+  gif_scale=2,
+  stress=(),
+  grid="auto",
+):
   """Scores every patient of `folds`; writes metrics.json, per_patient.csv and pictures.
 
   Args:
@@ -191,9 +227,12 @@ def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlay
   if layout.preprocessing != segmenter.recipe.to_json():
     expected = (segmenter.recipe.image_size, segmenter.recipe.image_size, segmenter.recipe.channels)
     held = (layout.image_size, layout.image_size, layout.channels)
-    detail = (f"the model takes {expected} slices but {data_dir} holds {held}" if held != expected
-              else f"the model was trained on {segmenter.recipe.to_json()}, {data_dir} holds "
-                   f"{layout.preprocessing}")
+    detail = (
+      f"the model takes {expected} slices but {data_dir} holds {held}"
+      if held != expected
+      else f"the model was trained on {segmenter.recipe.to_json()}, {data_dir} holds "
+      f"{layout.preprocessing}"
+    )
     raise EvaluationError(detail)
   sources = patient_sources(layout)
   gone = [pid for pid, source in sources.items() if source is None]
@@ -201,9 +240,15 @@ def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlay
     raise EvaluationError(f"source files of {len(gone)} patients are gone (first: {gone[0]})")
   use_source = grid == "source" or (grid == "auto" and not gone)
   if not use_source and grid == "auto":
-    logging.warning("source files of %d of %d patients are gone (first: %s): scoring on the "
-                    "stored %dx%d grid instead of the source grid", len(gone), len(sources),
-                    gone[0], layout.image_size, layout.image_size)
+    logging.warning(
+      "source files of %d of %d patients are gone (first: %s): scoring on the "
+      "stored %dx%d grid instead of the source grid",
+      len(gone),
+      len(sources),
+      gone[0],
+      layout.image_size,
+      layout.image_size,
+    )
   os.makedirs(output_dir, exist_ok=True)
   scratch = tempfile.mkdtemp(prefix=".eval-", dir=output_dir)
   rows, stress_rows, num_slices = [], [], 0
@@ -218,80 +263,135 @@ def evaluate(segmenter, data_dir, *, folds=None, drops=None, output_dir, overlay
         rows.append({"patient_id": case["patient_id"], "region": region, **scores})
       if save_predictions:
         os.makedirs(os.path.join(output_dir, "predictions"), exist_ok=True)
-        _save_npz(os.path.join(output_dir, "predictions", f"{case['patient_id']}.npz"),
-                  probability=case["probability"], target=case["target"].astype(np.uint8),
-                  slice_index=case["slice_index"])
+        _save_npz(
+          os.path.join(output_dir, "predictions", f"{case['patient_id']}.npz"),
+          probability=case["probability"],
+          target=case["target"].astype(np.uint8),
+          slice_index=case["slice_index"],
+        )
       if overlays or gif != "none":
         _save_npz(os.path.join(scratch, f"{case['patient_id']}.npz"), **case["picture"])
     if not rows:
       raise EvaluationError(f"{data_dir}: no slices in folds {folds}")
     metrics = _metrics(task, rows, regions, num_slices)
     metrics["grid"] = "source" if use_source else "stored"
-    metrics["inference"] = {"members": len(segmenter.members), "tta": segmenter.tta,
-                            "postprocessing": segmenter.postprocessing.to_json()}
+    metrics["inference"] = {
+      "members": len(segmenter.members),
+      "tta": segmenter.tta,
+      "postprocessing": segmenter.postprocessing.to_json(),
+    }
     if stress_rows:
       metrics["stress"] = _stress_metrics(stress_rows, regions)
     _write_outputs(output_dir, rows, metrics, stress_rows)
-    overlay_files, gif_files = _draw(output_dir, scratch, rows, regions[0], overlays, gif,
-                                     gif_scale)
-    run_dirs = [m.path if os.path.isdir(m.path) else os.path.dirname(m.path)
-                for m in segmenter.members]
-    report.write_report(output_dir, metrics, rows, overlays=overlay_files, gifs=gif_files,
-                        curves=report.copy_curves(output_dir, run_dirs))
+    overlay_files, gif_files = _draw(
+      output_dir, scratch, rows, regions[0], overlays, gif, gif_scale
+    )
+    run_dirs = [
+      m.path if os.path.isdir(m.path) else os.path.dirname(m.path) for m in segmenter.members
+    ]
+    report.write_report(
+      output_dir,
+      metrics,
+      rows,
+      overlays=overlay_files,
+      gifs=gif_files,
+      curves=report.copy_curves(output_dir, run_dirs),
+    )
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   return metrics
 
 
 def _picture(images, truth, prediction, slice_index):
-  return {"image": images.astype(np.float16), "truth": truth, "prediction": prediction,
-          "slice_index": slice_index}
+  return {
+    "image": images.astype(np.float16),
+    "truth": truth,
+    "prediction": prediction,
+    "slice_index": slice_index,
+  }
 
 
 def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, progress):
   """Scores each patient on its source files; yields one dict per patient."""
   recipe = segmenter.recipe
-  for patient_id, source in tqdm.tqdm(sources.items(), unit="patient", desc="evaluating",
-                                      disable=not progress):
+  for patient_id, source in tqdm.tqdm(
+    sources.items(), unit="patient", desc="evaluating", disable=not progress
+  ):
     case = read_scored_case(patient_id, source, recipe, segmenter.task)
     volume = case.volume
     segmentation = inference.require_brain(
-        segmenter.segment(volume.image, volume.labels, source.format), source.paths[0])
+      segmenter.segment(volume.image, volume.labels, source.format), source.paths[0]
+    )
     for condition in stress:
       shifted = segmenter.segment(case.perturbed(condition), None, source.format)
       masks = np.zeros_like(case.truth) if shifted is None else shifted.masks
       for region, scores in zip(regions, case.score(masks)):
-        stress_rows.append({"patient_id": patient_id, "condition": condition, "region": region,
-                            "dice": scores["dice"], "hd95_mm": scores["hd95_mm"]})
-    flair = volume.image[..., recipe.modalities.index("flair") if "flair" in recipe.modalities
-                         else 0]
-    yield {"patient_id": patient_id, "slices": len(volume.slice_indices),
-           "scores": case.score(segmentation.masks),
-           "probability": segmentation.probability, "target": case.truth,
-           "slice_index": volume.slice_indices,
-           "picture": _picture(flair / max(float(np.percentile(flair[flair > 0], 99.5))
-                                           if (flair > 0).any() else 1.0, 1e-6),
-                               case.truth[..., 0], segmentation.masks[..., 0],
-                               volume.slice_indices)}
+        stress_rows.append(
+          {
+            "patient_id": patient_id,
+            "condition": condition,
+            "region": region,
+            "dice": scores["dice"],
+            "hd95_mm": scores["hd95_mm"],
+          }
+        )
+    flair = volume.image[
+      ..., recipe.modalities.index("flair") if "flair" in recipe.modalities else 0
+    ]
+    yield {
+      "patient_id": patient_id,
+      "slices": len(volume.slice_indices),
+      "scores": case.score(segmentation.masks),
+      "probability": segmentation.probability,
+      "target": case.truth,
+      "slice_index": volume.slice_indices,
+      "picture": _picture(
+        flair
+        / max(float(np.percentile(flair[flair > 0], 99.5)) if (flair > 0).any() else 1.0, 1e-6),
+        case.truth[..., 0],
+        segmentation.masks[..., 0],
+        volume.slice_indices,
+      ),
+    }
 
 
 def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, progress):
   """Scores each patient on the stored slices (when the source files are gone)."""
-  dataset = reader.build_dataset(data_dir, folds=folds, drops=drops, task=task, training=False,
-                                 with_metadata=True, global_batch_size=batch_size)
+  dataset = reader.build_dataset(
+    data_dir,
+    folds=folds,
+    drops=drops,
+    task=task,
+    training=False,
+    with_metadata=True,
+    global_batch_size=batch_size,
+  )
   centre = segmenter.recipe.context_slices * len(segmenter.recipe.modalities)
-  for stack in tqdm.tqdm(patient_stacks(segmenter, dataset), total=len(layout.patients),
-                         unit="patient", desc="evaluating", disable=not progress):
+  for stack in tqdm.tqdm(
+    patient_stacks(segmenter, dataset),
+    total=len(layout.patients),
+    unit="patient",
+    desc="evaluating",
+    disable=not progress,
+  ):
     entry = layout.patients[stack.patient_id]
     truth, probability, voxel, diagonal = _grid(stack, entry, layout.image_size)
     rules = segmenter.postprocessing.on_voxels_of(np.prod(voxel) / np.prod(_spacing(entry)))
     predicted = inference.region_masks(probability, task, rules)
-    yield {"patient_id": stack.patient_id, "slices": len(stack.slice_indices),
-           "scores": score_regions(truth, predicted, voxel, diagonal),
-           "probability": stack.probability, "target": stack.target,
-           "slice_index": stack.slice_indices,
-           "picture": _picture(stack.images[..., centre], stack.target[..., 0] > 0,
-                               stack.probability[..., 0] > THRESHOLD, stack.slice_indices)}
+    yield {
+      "patient_id": stack.patient_id,
+      "slices": len(stack.slice_indices),
+      "scores": score_regions(truth, predicted, voxel, diagonal),
+      "probability": stack.probability,
+      "target": stack.target,
+      "slice_index": stack.slice_indices,
+      "picture": _picture(
+        stack.images[..., centre],
+        stack.target[..., 0] > 0,
+        stack.probability[..., 0] > THRESHOLD,
+        stack.slice_indices,
+      ),
+    }
 
 
 def _stress_metrics(stress_rows, regions):
@@ -299,17 +399,25 @@ def _stress_metrics(stress_rows, regions):
   for condition in dict.fromkeys(r["condition"] for r in stress_rows):
     summary[condition] = {}
     for region in regions:
-      dice = [r["dice"] for r in stress_rows
-              if r["condition"] == condition and r["region"] == region]
-      summary[condition][region] = {"dice_mean": round(float(np.mean(dice)), 6),
-                                    "dice_median": round(float(np.median(dice)), 6),
-                                    "dice_worst": round(float(np.min(dice)), 6)}
+      dice = [
+        r["dice"] for r in stress_rows if r["condition"] == condition and r["region"] == region
+      ]
+      summary[condition][region] = {
+        "dice_mean": round(float(np.mean(dice)), 6),
+        "dice_median": round(float(np.median(dice)), 6),
+        "dice_worst": round(float(np.min(dice)), 6),
+      }
   return summary
 
 
 def _metrics(task, rows, regions, num_slices):
-  summary = {"task": task, "num_patients": len({r["patient_id"] for r in rows}),
-             "num_slices": num_slices, "threshold": THRESHOLD, "regions": {}}
+  summary = {
+    "task": task,
+    "num_patients": len({r["patient_id"] for r in rows}),
+    "num_slices": num_slices,
+    "threshold": THRESHOLD,
+    "regions": {},
+  }
   for region in regions:
     region_rows = [r for r in rows if r["region"] == region]
     entry = {}
@@ -336,8 +444,9 @@ def _write_outputs(output_dir, rows, metrics, stress_rows=()):
   atomic.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   atomic.write_bytes(os.path.join(output_dir, "per_patient.csv"), _csv_bytes(rows, CSV_COLUMNS))
   if stress_rows:
-    atomic.write_bytes(os.path.join(output_dir, "stress.csv"),
-                       _csv_bytes(stress_rows, STRESS_COLUMNS))
+    atomic.write_bytes(
+      os.path.join(output_dir, "stress.csv"), _csv_bytes(stress_rows, STRESS_COLUMNS)
+    )
 
 
 def ranked_patients(rows, region):
@@ -351,16 +460,22 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
   """Draws the overlays and GIFs; returns the paths written, relative to `output_dir`."""
   chosen = ranked_patients(rows, region)
   overlay_files, gif_files = [], []
-  gif_patients = (sorted({r["patient_id"] for r in rows}) if gif == "all" else
-                  list(dict.fromkeys(chosen.values())) if gif == "selected" else [])
+  gif_patients = (
+    sorted({r["patient_id"] for r in rows})
+    if gif == "all"
+    else list(dict.fromkeys(chosen.values()))
+    if gif == "selected"
+    else []
+  )
   if overlays:
     os.makedirs(os.path.join(output_dir, "overlays"), exist_ok=True)
     for rank, patient_id in chosen.items():
       with np.load(os.path.join(scratch, f"{patient_id}.npz")) as data:
         area = (data["truth"] | data["prediction"]).sum(axis=(1, 2))
         i = int(np.argmax(area))
-        picture = overlays_lib.overlay_rgb(data["image"][i].astype(np.float32),
-                                           data["truth"][i], data["prediction"][i], scale=2)
+        picture = overlays_lib.overlay_rgb(
+          data["image"][i].astype(np.float32), data["truth"][i], data["prediction"][i], scale=2
+        )
         name = f"{rank}_{patient_id}_slice{int(data['slice_index'][i]):03d}.png"
       overlays_lib.save_png(os.path.join(output_dir, "overlays", name), picture)
       overlay_files.append(f"overlays/{name}")
@@ -368,19 +483,27 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
     os.makedirs(os.path.join(output_dir, "gifs"), exist_ok=True)
     for patient_id in gif_patients:
       with np.load(os.path.join(scratch, f"{patient_id}.npz")) as data:
-        pictures.volume_gif(os.path.join(output_dir, "gifs", f"{patient_id}.gif"),
-                            data["image"].astype(np.float32), data["truth"], data["prediction"],
-                            scale=gif_scale)
+        pictures.volume_gif(
+          os.path.join(output_dir, "gifs", f"{patient_id}.gif"),
+          data["image"].astype(np.float32),
+          data["truth"],
+          data["prediction"],
+          scale=gif_scale,
+        )
       gif_files.append(f"gifs/{patient_id}.gif")
   return overlay_files, gif_files
 
 
 def summary_text(metrics):
-  lines = [f"{metrics['num_patients']} patients, {metrics['num_slices']} slices, task "
-           f"{metrics['task']}, threshold {metrics['threshold']}"]
+  lines = [
+    f"{metrics['num_patients']} patients, {metrics['num_slices']} slices, task "
+    f"{metrics['task']}, threshold {metrics['threshold']}"
+  ]
   for region, entry in metrics["regions"].items():
-    lines.append(f"  {region:16s} Dice {entry['dice_mean']:.3f} (median {entry['dice_median']:.3f},"
-                 f" sd {entry['dice_std']:.3f})  IoU {entry['iou_mean']:.3f}  HD95 "
-                 f"{entry['hd95_mean_mm']:.1f} mm  sensitivity {entry['sensitivity_mean']:.3f}  "
-                 f"precision {entry['precision_mean']:.3f}")
+    lines.append(
+      f"  {region:16s} Dice {entry['dice_mean']:.3f} (median {entry['dice_median']:.3f},"
+      f" sd {entry['dice_std']:.3f})  IoU {entry['iou_mean']:.3f}  HD95 "
+      f"{entry['hd95_mean_mm']:.1f} mm  sensitivity {entry['sensitivity_mean']:.3f}  "
+      f"precision {entry['precision_mean']:.3f}"
+    )
   return "\n".join(lines)

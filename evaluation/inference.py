@@ -62,9 +62,10 @@ def info_for(model, folder):
   info = read_info(folder)
   if info is not None and task_of(model) != info["task"]:
     raise EvaluationError(
-        f"{os.path.join(folder, contract.DATASET_INFO)}: records task {info['task']} "
-        f"({decode.num_targets(info['task'])} outputs), but the model beside it has "
-        f"{model.output_shape[-1]}; this dataset.json belongs to another model")
+      f"{os.path.join(folder, contract.DATASET_INFO)}: records task {info['task']} "
+      f"({decode.num_targets(info['task'])} outputs), but the model beside it has "
+      f"{model.output_shape[-1]}; this dataset.json belongs to another model"
+    )
   return info
 
 
@@ -79,13 +80,17 @@ def member_dirs(model_dir):
   """A run folder is one member; a cross-validation folder (fold*/ runs inside) is several."""
   if os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
     return [model_dir]
-  folds = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
-                 if d.startswith("fold") and os.path.isfile(os.path.join(model_dir, d, MODEL_FILE)))
+  folds = sorted(
+    d
+    for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+    if d.startswith("fold") and os.path.isfile(os.path.join(model_dir, d, MODEL_FILE))
+  )
   if not folds and model_files.is_saved_model(model_dir):
     load_model(model_dir)  # refused in one line saying what a SavedModel is for
   if not folds:
-    raise EvaluationError(f"{model_dir}: no trained model there ({MODEL_FILE}, or fold*/ runs "
-                          "of a cross-validation)")
+    raise EvaluationError(
+      f"{model_dir}: no trained model there ({MODEL_FILE}, or fold*/ runs of a cross-validation)"
+    )
   return [os.path.join(model_dir, d) for d in folds]
 
 
@@ -106,29 +111,36 @@ def load_members(model_dirs=(), model_paths=()):
       members.append(Member(run_dir, model, info_for(model, run_dir) or default_info(model)))
   for path in model_paths:
     model = load_model(path)
-    members.append(Member(path, model,
-                          info_for(model, os.path.dirname(path)) or default_info(model)))
+    members.append(
+      Member(path, model, info_for(model, os.path.dirname(path)) or default_info(model))
+    )
   if not members:
     raise EvaluationError("no model given")
   first = members[0]
   for member in members[1:]:
-    for key, describe in (("task", lambda i: i["task"]),
-                          ("preprocessing", lambda i: contract.recipe(i).to_json())):
+    for key, describe in (
+      ("task", lambda i: i["task"]),
+      ("preprocessing", lambda i: contract.recipe(i).to_json()),
+    ):
       if describe(member.info) != describe(first.info):
-        raise EvaluationError(f"{member.path}: trained with {key} {describe(member.info)}, but "
-                              f"{first.path} with {describe(first.info)}; an ensemble needs one")
+        raise EvaluationError(
+          f"{member.path}: trained with {key} {describe(member.info)}, but "
+          f"{first.path} with {describe(first.info)}; an ensemble needs one"
+        )
   return members
 
 
 def symmetric(x, index):
   """The reader's `augment.symmetric` on numpy or tensor input, as numpy."""
   import tensorflow as tf
+
   return np.asarray(augment.symmetric(tf.convert_to_tensor(x), index))
 
 
 def inverse_symmetric(x, index):
   """Undoes `augment.symmetric(., index)`: its steps in reverse order."""
   import tensorflow as tf
+
   x = tf.convert_to_tensor(x)
   if index & 4:
     x = tf.transpose(x, [0, 2, 1] + list(range(3, x.shape.rank)))
@@ -164,8 +176,10 @@ def read_rules(model_dir):
   if entry is None:
     return InferenceRules()
   try:
-    return InferenceRules(bool(entry.get("tta", DEFAULT_TTA)),
-                          postprocess.PostProcessing.from_json(entry.get("postprocessing")))
+    return InferenceRules(
+      bool(entry.get("tta", DEFAULT_TTA)),
+      postprocess.PostProcessing.from_json(entry.get("postprocessing")),
+    )
   except (AttributeError, TypeError, ValueError) as error:
     raise EvaluationError(f"{path}: unusable inference rules ({error})") from None
 
@@ -173,6 +187,7 @@ def read_rules(model_dir):
 @dataclasses.dataclass
 class CaseSegmentation:
   """One case on its source grid (slices first, in the order of the volume's stack)."""
+
   probability: np.ndarray  # float32 [S, H, W, K], mean over members and symmetries
   masks: np.ndarray  # bool [S, H, W, K], thresholded, post-processed, nested (ET in TC in WT)
   spread: np.ndarray | None  # float32 [S, H, W, K]: std over members and symmetries
@@ -194,13 +209,18 @@ class Segmenter:
     for member in members:
       expected = (self.recipe.image_size, self.recipe.image_size, self.recipe.channels)
       if tuple(member.model.input_shape[1:]) != expected:
-        raise EvaluationError(f"{member.path}: the model takes {member.model.input_shape[1:]} "
-                              f"but its recipe prepares {expected}")
+        raise EvaluationError(
+          f"{member.path}: the model takes {member.model.input_shape[1:]} "
+          f"but its recipe prepares {expected}"
+        )
 
   def _predict(self, model, images):
-    return np.concatenate([np.asarray(model.predict_on_batch(images[i:i + self.batch_size]),
-                                      np.float32)
-                           for i in range(0, len(images), self.batch_size)])
+    return np.concatenate(
+      [
+        np.asarray(model.predict_on_batch(images[i : i + self.batch_size]), np.float32)
+        for i in range(0, len(images), self.batch_size)
+      ]
+    )
 
   def _views(self, images):
     """Each member's probabilities [N, size, size, K] for each view (identity first; with TTA
@@ -211,8 +231,9 @@ class Segmenter:
       for index in symmetries:
         view = images if index == 0 else symmetric(images, index)
         probability = self._predict(member.model, view)
-        views[m, index] = probability if index == 0 else np.asarray(
-            inverse_symmetric(probability, index))
+        views[m, index] = (
+          probability if index == 0 else np.asarray(inverse_symmetric(probability, index))
+        )
     return views
 
   @staticmethod
@@ -234,8 +255,9 @@ class Segmenter:
 
     probability = paste(mean)
     masks = region_masks(probability, self.task, self.postprocessing)
-    return CaseSegmentation(probability, masks, None if spread is None else paste(spread), mean,
-                            slices)
+    return CaseSegmentation(
+      probability, masks, None if spread is None else paste(spread), mean, slices
+    )
 
   def segment(self, image, labels, source_format):
     """Segments one volume image [S, H, W, C] (raw intensities, slices first)."""
@@ -254,8 +276,10 @@ class Segmenter:
       return None, None
     views = self._views(slices.images)
     identity = [p for (_, index), p in views.items() if index == 0]
-    return (self._on_source_grid(image, slices, *self._mean_and_spread(identity)),
-            self._on_source_grid(image, slices, *self._mean_and_spread(list(views.values()))))
+    return (
+      self._on_source_grid(image, slices, *self._mean_and_spread(identity)),
+      self._on_source_grid(image, slices, *self._mean_and_spread(list(views.values()))),
+    )
 
 
 def build_segmenter(model_dirs=(), model_paths=(), *, tta="auto", batch_size=32):
@@ -263,8 +287,7 @@ def build_segmenter(model_dirs=(), model_paths=(), *, tta="auto", batch_size=32)
   members = load_members(model_dirs, model_paths)
   rules = read_rules(model_dirs[0]) if model_dirs else InferenceRules()
   use_tta = rules.tta if tta == "auto" else tta in (True, "true")
-  return Segmenter(members, tta=use_tta, postprocessing=rules.postprocessing,
-                   batch_size=batch_size)
+  return Segmenter(members, tta=use_tta, postprocessing=rules.postprocessing, batch_size=batch_size)
 
 
 def region_masks(probability, task, postprocessing):

@@ -6,19 +6,28 @@ a main parses its flags before TensorFlow loads.
 
 from absl import flags
 
-MODEL_DIR = flags.DEFINE_list("model_dir", None, "Training run folder(s) or a cross-validation "
-                              "folder; several are an ensemble.")
+MODEL_DIR = flags.DEFINE_list(
+  "model_dir", None, "Training run folder(s) or a cross-validation folder; several are an ensemble."
+)
 MODEL_PATH = flags.DEFINE_list("model_path", None, "Model file(s) instead of --model_dir.")
-TTA = flags.DEFINE_enum("tta", "auto", ["auto", "true", "false"], "Average over the 8 flips and "
-                        "90-degree rotations; auto: as recorded with the model.")
+TTA = flags.DEFINE_enum(
+  "tta",
+  "auto",
+  ["auto", "true", "false"],
+  "Average over the 8 flips and 90-degree rotations; auto: as recorded with the model.",
+)
 
 flags.register_multi_flags_validator(
-    ["model_dir", "model_path"], lambda f: bool(f["model_dir"] or f["model_path"]),
-    "give --model_dir or --model_path")
+  ["model_dir", "model_path"],
+  lambda f: bool(f["model_dir"] or f["model_path"]),
+  "give --model_dir or --model_path",
+)
 
 
 def build_segmenter(batch_size):
   """The Segmenter the flags describe (raises inference.EvaluationError on a bad model)."""
   from evaluation import inference
-  return inference.build_segmenter(MODEL_DIR.value or (), MODEL_PATH.value or (),
-                                   tta=TTA.value, batch_size=batch_size)
+
+  return inference.build_segmenter(
+    MODEL_DIR.value or (), MODEL_PATH.value or (), tta=TTA.value, batch_size=batch_size
+  )

@@ -13,14 +13,21 @@ def save_gif(path, frames, milliseconds_per_frame=100):
   """Writes RGB uint8 frames [H, W, 3] as a looping GIF, atomically."""
   pictures = [Image.fromarray(frame) for frame in frames]
   buffer = io.BytesIO()
-  pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],
-                   duration=milliseconds_per_frame, loop=0)
+  pictures[0].save(
+    buffer,
+    format="GIF",
+    save_all=True,
+    append_images=pictures[1:],
+    duration=milliseconds_per_frame,
+    loop=0,
+  )
   atomic.write_bytes(path, buffer.getvalue())
 
 
 def volume_gif(path, images, truth, prediction, scale=2):
   """GIF of every slice in order: images [S, H, W], truth (or None) and prediction [S, H, W]."""
-  frames = [overlays.overlay_rgb(images[i], None if truth is None else truth[i], prediction[i],
-                                 scale)
-            for i in range(len(images))]
+  frames = [
+    overlays.overlay_rgb(images[i], None if truth is None else truth[i], prediction[i], scale)
+    for i in range(len(images))
+  ]
   save_gif(path, frames)

@@ -30,6 +30,7 @@ class PostProcessing:
   """Drops the 3D components of a mask smaller than an absolute or a relative size; for
   regions, also turns a predicted enhancing tumour smaller than `min_enhancing_voxels` into
   core."""
+
   min_component_voxels: int = 0  # drop components with fewer voxels than this
   min_relative_size: float = 0.0  # drop components smaller than this fraction of the largest
   min_enhancing_voxels: int = 0  # regions: a smaller ET (whole volume) becomes core
@@ -43,9 +44,11 @@ class PostProcessing:
       raise ValueError(f"min_enhancing_voxels must be >= 0, got {self.min_enhancing_voxels}")
 
   def to_json(self):
-    return {"min_component_voxels": int(self.min_component_voxels),
-            "min_relative_size": float(self.min_relative_size),
-            "min_enhancing_voxels": int(self.min_enhancing_voxels)}
+    return {
+      "min_component_voxels": int(self.min_component_voxels),
+      "min_relative_size": float(self.min_relative_size),
+      "min_enhancing_voxels": int(self.min_enhancing_voxels),
+    }
 
   @classmethod
   def from_json(cls, entry):
@@ -55,17 +58,24 @@ class PostProcessing:
     unknown = set(entry) - {field.name for field in dataclasses.fields(cls)}
     if unknown:
       raise ValueError(f"unknown post-processing fields {sorted(unknown)}")
-    return cls(min_component_voxels=int(entry.get("min_component_voxels", 0)),
-               min_relative_size=float(entry.get("min_relative_size", 0.0)),
-               min_enhancing_voxels=int(entry.get("min_enhancing_voxels", 0)))
+    return cls(
+      min_component_voxels=int(entry.get("min_component_voxels", 0)),
+      min_relative_size=float(entry.get("min_relative_size", 0.0)),
+      min_enhancing_voxels=int(entry.get("min_enhancing_voxels", 0)),
+    )
 
   def on_voxels_of(self, volume_ratio):
     """The same rule on a grid whose voxels hold `volume_ratio` source voxels each (the
     stored grid): the minimum sizes, counted in source voxels, are converted."""
+
     def convert(count):
       return 0 if count == 0 else max(1, round(count / volume_ratio))
-    return dataclasses.replace(self, min_component_voxels=convert(self.min_component_voxels),
-                               min_enhancing_voxels=convert(self.min_enhancing_voxels))
+
+    return dataclasses.replace(
+      self,
+      min_component_voxels=convert(self.min_component_voxels),
+      min_enhancing_voxels=convert(self.min_enhancing_voxels),
+    )
 
   def describe(self):
     """One line for logs and tables."""
@@ -117,10 +127,12 @@ def _components(mask):
 
 def candidate_rules():
   """The rules `choose_rule` tries by default, mildest first within each kind."""
-  return ([PostProcessing()]
-          + [PostProcessing(min_component_voxels=n) for n in (50, 200, 1000, 3000)]
-          + [PostProcessing(min_relative_size=f) for f in (0.05, 0.1, 0.2)]
-          + [PostProcessing(min_relative_size=1.0)])
+  return (
+    [PostProcessing()]
+    + [PostProcessing(min_component_voxels=n) for n in (50, 200, 1000, 3000)]
+    + [PostProcessing(min_relative_size=f) for f in (0.05, 0.1, 0.2)]
+    + [PostProcessing(min_relative_size=1.0)]
+  )
 
 
 def _dice_per_rule(truth, prediction, rules):
@@ -144,10 +156,14 @@ def _dice_per_rule(truth, prediction, rules):
 
 
 def _summary_row(rule, dice, baseline_dice):
-  return {"rule": rule.describe(), "mean_dice": float(dice.mean()),
-          "median_dice": float(np.median(dice)), "worst_dice": float(dice.min()),
-          "patients_improved": int(np.count_nonzero(dice > baseline_dice)),
-          "patients_worsened": int(np.count_nonzero(dice < baseline_dice))}
+  return {
+    "rule": rule.describe(),
+    "mean_dice": float(dice.mean()),
+    "median_dice": float(np.median(dice)),
+    "worst_dice": float(dice.min()),
+    "patients_improved": int(np.count_nonzero(dice > baseline_dice)),
+    "patients_worsened": int(np.count_nonzero(dice < baseline_dice)),
+  }
 
 
 def choose_rule(cases, candidates=None, min_gain=0.0):
@@ -206,9 +222,14 @@ def choose_enhancing_rule(cases, candidates=ENHANCING_CANDIDATES):
     raise ValueError("no cases to choose an enhancing-tumour rule on")
   baseline, predicted = np.array(dice), np.array(predicted)
   removed_dice = np.where(truth_empty, 1.0, 0.0)  # ET emptied: 1 without ET, 0 with it
-  table = [_summary_row(PostProcessing(min_enhancing_voxels=minimum),
-                        np.where(predicted < minimum, removed_dice, baseline), baseline)
-           for minimum in candidates]
+  table = [
+    _summary_row(
+      PostProcessing(min_enhancing_voxels=minimum),
+      np.where(predicted < minimum, removed_dice, baseline),
+      baseline,
+    )
+    for minimum in candidates
+  ]
   best = int(np.argmax([row["mean_dice"] for row in table]))
   gain = table[best]["mean_dice"] - float(baseline.mean())
   worth_it = table[best]["patients_improved"] > table[best]["patients_worsened"]

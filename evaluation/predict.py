@@ -55,26 +55,40 @@ def volume_grid(volume, stacked):
 
 
 def write_volume(path, volume, data_dhw, dtype):
-  _write_nifti(path, np.moveaxis(data_dhw, 0, 2).astype(dtype),
-               volume.affine if volume.affine is not None else BRATS_AFFINE, volume.header, dtype)
+  _write_nifti(
+    path,
+    np.moveaxis(data_dhw, 0, 2).astype(dtype),
+    volume.affine if volume.affine is not None else BRATS_AFFINE,
+    volume.header,
+    dtype,
+  )
 
 
 def predict_case(segmenter, source, output_dir, *, gif=True, save_probabilities=False):
   """Predicts one case and writes its NIfTI mask (and GIF). Raises BadInputError."""
   volume = readers.read_patient(source, segmenter.recipe.modalities, require_labels=False)
   segmentation = inference.require_brain(
-      segmenter.segment(volume.image, volume.labels, source.format), volume.source_files[0]["path"])
+    segmenter.segment(volume.image, volume.labels, source.format), volume.source_files[0]["path"]
+  )
   labels = inference.label_map(segmentation.masks, segmenter.task, source.label_scheme)
   volume_labels = volume_grid(volume, labels)
   os.makedirs(output_dir, exist_ok=True)
   output_path = os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz")
   write_volume(output_path, volume, volume_labels, np.uint8)
   if save_probabilities:
-    write_volume(os.path.join(output_dir, f"{source.patient_id}_prob.nii.gz"), volume,
-                  volume_grid(volume, segmentation.probability), np.float32)
+    write_volume(
+      os.path.join(output_dir, f"{source.patient_id}_prob.nii.gz"),
+      volume,
+      volume_grid(volume, segmentation.probability),
+      np.float32,
+    )
     if segmentation.spread is not None:
-      write_volume(os.path.join(output_dir, f"{source.patient_id}_uncertainty.nii.gz"), volume,
-                    volume_grid(volume, segmentation.spread), np.float32)
+      write_volume(
+        os.path.join(output_dir, f"{source.patient_id}_uncertainty.nii.gz"),
+        volume,
+        volume_grid(volume, segmentation.spread),
+        np.float32,
+      )
 
   gif_path = None
   if gif:
@@ -82,8 +96,12 @@ def predict_case(segmenter, source, output_dir, *, gif=True, save_probabilities=
     slices = segmentation.slices
     centre = segmenter.recipe.context_slices * len(segmenter.recipe.modalities)
     truth = None if slices.labels is None else slices.labels > 0
-    pictures.volume_gif(gif_path, slices.images[..., centre], truth,
-                        segmentation.network_probability[..., 0] > inference.THRESHOLD)
+    pictures.volume_gif(
+      gif_path,
+      slices.images[..., centre],
+      truth,
+      segmentation.network_probability[..., 0] > inference.THRESHOLD,
+    )
   dice = None
   if volume.labels is not None:
     truth = inference.truth_masks(volume.labels, segmenter.task)
@@ -92,8 +110,18 @@ def predict_case(segmenter, source, output_dir, *, gif=True, save_probabilities=
   return CaseResult(source.patient_id, output_path, gif_path, int((volume_labels > 0).sum()), dice)
 
 
-def predict_all(segmenter, input_path, output_dir, *, input_format="auto", gif=True,
-                save_probabilities=False, strict=False, progress=True, on_result=None):
+def predict_all(
+  segmenter,
+  input_path,
+  output_dir,
+  *,
+  input_format="auto",
+  gif=True,
+  save_probabilities=False,
+  strict=False,
+  progress=True,
+  on_result=None,
+):
   """Predicts every case under `input_path`; bad cases are skipped and returned.
 
   Returns:
@@ -107,8 +135,9 @@ def predict_all(segmenter, input_path, output_dir, *, input_format="auto", gif=T
   results = []
   for source in tqdm.tqdm(found, unit="case", desc="predicting", disable=not progress):
     try:
-      result = predict_case(segmenter, source, output_dir, gif=gif,
-                            save_probabilities=save_probabilities)
+      result = predict_case(
+        segmenter, source, output_dir, gif=gif, save_probabilities=save_probabilities
+      )
     except BadInputError as error:
       if strict:
         raise

@@ -53,12 +53,22 @@ window.addEventListener("DOMContentLoaded", () => {
 });
 """
 
-_SUMMARY_COLUMNS = (("Dice mean", "dice_mean", 3), ("median", "dice_median", 3),
-                    ("worst", "dice_worst", 3), ("HD95 mean (mm)", "hd95_mean_mm", 1),
-                    ("sensitivity", "sensitivity_mean", 3), ("precision", "precision_mean", 3))
-_PATIENT_COLUMNS = (("Dice", "dice", 3), ("HD95 (mm)", "hd95_mm", 1),
-                    ("sensitivity", "sensitivity", 3), ("precision", "precision", 3),
-                    ("truth voxels", "gt_voxels", 0), ("predicted voxels", "pred_voxels", 0))
+_SUMMARY_COLUMNS = (
+  ("Dice mean", "dice_mean", 3),
+  ("median", "dice_median", 3),
+  ("worst", "dice_worst", 3),
+  ("HD95 mean (mm)", "hd95_mean_mm", 1),
+  ("sensitivity", "sensitivity_mean", 3),
+  ("precision", "precision_mean", 3),
+)
+_PATIENT_COLUMNS = (
+  ("Dice", "dice", 3),
+  ("HD95 (mm)", "hd95_mm", 1),
+  ("sensitivity", "sensitivity", 3),
+  ("precision", "precision", 3),
+  ("truth voxels", "gt_voxels", 0),
+  ("predicted voxels", "pred_voxels", 0),
+)
 
 
 def _number(value, digits):
@@ -87,32 +97,43 @@ def _summary_table(metrics, rows):
   body = []
   for region, entry in metrics["regions"].items():
     entry = {**entry, "dice_worst": min(r["dice"] for r in rows if r["region"] == region)}
-    cells = "".join(f"<td>{_number(entry.get(key), digits)}</td>"
-                    for _, key, digits in _SUMMARY_COLUMNS)
+    cells = "".join(
+      f"<td>{_number(entry.get(key), digits)}</td>" for _, key, digits in _SUMMARY_COLUMNS
+    )
     body.append(f"<tr><td class='id'>{html.escape(region)}</td>{cells}</tr>")
-  return (f"<table id='summary'><thead><tr><th class='id'>region</th>{head}</tr></thead>"
-          f"<tbody>{''.join(body)}</tbody></table>")
+  return (
+    f"<table id='summary'><thead><tr><th class='id'>region</th>{head}</tr></thead>"
+    f"<tbody>{''.join(body)}</tbody></table>"
+  )
 
 
 def _patient_table(rows):
   columns = [("patient", "patient_id", None), ("region", "region", None), *_PATIENT_COLUMNS]
   head = "".join(
-      f"<th class='sortable{' id' if digits is None else ''}' onclick='sortTable({i})'>"
-      f"{html.escape(title)}</th>" for i, (title, _, digits) in enumerate(columns))
+    f"<th class='sortable{' id' if digits is None else ''}' onclick='sortTable({i})'>"
+    f"{html.escape(title)}</th>"
+    for i, (title, _, digits) in enumerate(columns)
+  )
   body = []
   for row in sorted(rows, key=lambda r: (r["dice"], r["patient_id"], r["region"])):
     cells = "".join(
-        f"<td class='id'>{html.escape(str(row[key]))}</td>" if digits is None
-        else f"<td>{_number(row.get(key), digits)}</td>" for _, key, digits in columns)
+      f"<td class='id'>{html.escape(str(row[key]))}</td>"
+      if digits is None
+      else f"<td>{_number(row.get(key), digits)}</td>"
+      for _, key, digits in columns
+    )
     body.append(f"<tr>{cells}</tr>")
-  return (f"<table id='patients'><thead><tr>{head}</tr></thead>"
-          f"<tbody>{''.join(body)}</tbody></table>")
+  return (
+    f"<table id='patients'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+  )
 
 
 def _figures(paths, caption=os.path.basename):
-  return "".join(f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption(path))}'>"
-                 f"<figcaption>{html.escape(caption(path))}</figcaption></figure>"
-                 for path in paths)
+  return "".join(
+    f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption(path))}'>"
+    f"<figcaption>{html.escape(caption(path))}</figcaption></figure>"
+    for path in paths
+  )
 
 
 def write_report(output_dir, metrics, rows, *, overlays=(), gifs=(), curves=()):
@@ -120,25 +141,34 @@ def write_report(output_dir, metrics, rows, *, overlays=(), gifs=(), curves=()):
   linking the overlays, GIFs and training curves this evaluation wrote (paths relative to
   `output_dir`; pictures an earlier evaluation left in the folder are not shown)."""
   inference = metrics.get("inference", {})
-  setting = (f"{metrics['num_patients']} patients, task {metrics['task']}, threshold "
-             f"{metrics['threshold']}, scored on the {metrics.get('grid', 'source')} grid; "
-             f"{inference.get('members', 1)} model(s), TTA "
-             f"{'on' if inference.get('tta') else 'off'}")
-  sections = [f"<h1>Evaluation</h1><p>{html.escape(setting)}</p>",
-              "<h2>Summary</h2>", _summary_table(metrics, rows),
-              "<h2>Patients</h2><p>Click a column to sort; worst Dice first.</p>",
-              _patient_table(rows)]
+  setting = (
+    f"{metrics['num_patients']} patients, task {metrics['task']}, threshold "
+    f"{metrics['threshold']}, scored on the {metrics.get('grid', 'source')} grid; "
+    f"{inference.get('members', 1)} model(s), TTA "
+    f"{'on' if inference.get('tta') else 'off'}"
+  )
+  sections = [
+    f"<h1>Evaluation</h1><p>{html.escape(setting)}</p>",
+    "<h2>Summary</h2>",
+    _summary_table(metrics, rows),
+    "<h2>Patients</h2><p>Click a column to sort; worst Dice first.</p>",
+    _patient_table(rows),
+  ]
   if overlays:
-    sections += ["<h2>Overlays</h2><p>Green: truth; red: prediction; yellow: both.</p>",
-                 _figures(list(overlays))]
+    sections += [
+      "<h2>Overlays</h2><p>Green: truth; red: prediction; yellow: both.</p>",
+      _figures(list(overlays)),
+    ]
   if gifs:
     sections += ["<h2>Through the volume</h2>", _figures(list(gifs))]
   if curves:
     sections += ["<h2>Training curves</h2>", _figures(list(curves))]
-  page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-          f"<title>Evaluation: {html.escape(metrics['task'])}</title>"
-          f"<style>{_STYLE}</style><script>{_SORT_SCRIPT}</script></head>"
-          f"<body>{''.join(sections)}</body></html>")
+  page = (
+    f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+    f"<title>Evaluation: {html.escape(metrics['task'])}</title>"
+    f"<style>{_STYLE}</style><script>{_SORT_SCRIPT}</script></head>"
+    f"<body>{''.join(sections)}</body></html>"
+  )
   path = os.path.join(output_dir, REPORT)
   atomic.write_bytes(path, page.encode("utf-8"))
   return path

@@ -70,8 +70,9 @@ def smooth_field(inside, seed, amplitude=0.25, degree=3):
   axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in inside.shape]
   powers = [np.stack([axis**k for k in range(degree + 1)]) for axis in axes]  # [D + 1, n]
   coefficients = rng.uniform(-1.0, 1.0, (degree + 1,) * 3).astype(np.float32)
-  total = np.add.outer(np.add.outer(np.arange(degree + 1), np.arange(degree + 1)),
-                       np.arange(degree + 1))
+  total = np.add.outer(
+    np.add.outer(np.arange(degree + 1), np.arange(degree + 1)), np.arange(degree + 1)
+  )
   coefficients[(total == 0) | (total > degree)] = 0.0  # no constant, degree at most `degree`
   p = np.einsum("abc,as,bh,cw->shw", coefficients, *powers, optimize=True)
   largest = float(np.abs(p[inside]).max()) if inside.any() else 1.0
@@ -142,11 +143,11 @@ def noise(image, seed, level=0.04):
 
 
 PERTURBATIONS = {
-    "low_contrast": low_contrast,
-    "gamma": gamma,
-    "bias_field": bias_field,
-    "thick_slices": thick_slices,
-    "noise": noise,
+  "low_contrast": low_contrast,
+  "gamma": gamma,
+  "bias_field": bias_field,
+  "thick_slices": thick_slices,
+  "noise": noise,
 }
 
 

@@ -44,8 +44,9 @@ def _ratio(numerator, denominator, both_empty):
 
 def _surface(mask):
   """Voxels of `mask` that touch the background (6-connectivity)."""
-  return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1),
-                                        border_value=0)
+  return mask & ~ndimage.binary_erosion(
+    mask, structure=ndimage.generate_binary_structure(3, 1), border_value=0
+  )
 
 
 def _directed_percentile(from_surface, to_surface, spacing_mm, percentile):
@@ -57,8 +58,10 @@ def _directed_percentile(from_surface, to_surface, spacing_mm, percentile):
 def _hd95_of(truth, prediction, spacing_mm):
   """HD95 on the arrays as given, without cropping (the reference the cropped path must match)."""
   truth_surface, pred_surface = _surface(truth), _surface(prediction)
-  return max(_directed_percentile(pred_surface, truth_surface, spacing_mm, 95),
-             _directed_percentile(truth_surface, pred_surface, spacing_mm, 95))
+  return max(
+    _directed_percentile(pred_surface, truth_surface, spacing_mm, 95),
+    _directed_percentile(truth_surface, pred_surface, spacing_mm, 95),
+  )
 
 
 def _bounding_box(mask, margin):
@@ -108,19 +111,24 @@ def score(truth, prediction, spacing_mm, diagonal_mm=None):
   if both_empty:
     distance = 0.0
   elif gt == 0 or pred == 0:
-    distance = diagonal_mm if diagonal_mm is not None else volume_diagonal_mm(truth.shape,
-                                                                             spacing_mm)
+    distance = (
+      diagonal_mm if diagonal_mm is not None else volume_diagonal_mm(truth.shape, spacing_mm)
+    )
   else:
     distance = hd95(truth, prediction, spacing_mm)
   return VolumeScores(
-      dice=_ratio(2 * tp, gt + pred, both_empty), iou=_ratio(tp, tp + fp + fn, both_empty),
-      hd95_mm=distance, sensitivity=_ratio(tp, gt, both_empty),
-      specificity=_ratio(tn, tn + fp, both_empty), precision=_ratio(tp, pred, both_empty),
-      gt_voxels=gt, pred_voxels=pred)
+    dice=_ratio(2 * tp, gt + pred, both_empty),
+    iou=_ratio(tp, tp + fp + fn, both_empty),
+    hd95_mm=distance,
+    sensitivity=_ratio(tp, gt, both_empty),
+    specificity=_ratio(tn, tn + fp, both_empty),
+    precision=_ratio(tp, pred, both_empty),
+    gt_voxels=gt,
+    pred_voxels=pred,
+  )
 
 
 def summarize(values):
   """Mean, median and standard deviation of a list of per-patient values."""
   array = np.asarray(values, dtype=np.float64)
-  return {"mean": float(array.mean()), "median": float(np.median(array)),
-          "std": float(array.std())}
+  return {"mean": float(array.mean()), "median": float(np.median(array)), "std": float(array.std())}

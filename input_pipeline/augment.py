@@ -85,8 +85,10 @@ def symmetry_matrix(index):
   """The [2, 2] map from output to input coordinates (x, y about the centre) of
   `symmetric(., index)`; `index` may be a tensor."""
   index = tf.convert_to_tensor(index, tf.int32)
-  c, r, t = (tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(index, bit), 1), tf.float32)
-             for bit in range(3))
+  c, r, t = (
+    tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(index, bit), 1), tf.float32)
+    for bit in range(3)
+  )
   transpose = tf.stack([[1 - t, t], [t, 1 - t]])
   flip_rows = tf.linalg.diag(tf.stack([1.0, 1 - 2 * r]))
   flip_columns = tf.linalg.diag(tf.stack([1 - 2 * c, 1.0]))
@@ -98,7 +100,8 @@ def rotation_scale_matrices(seed, batch, config):
   scaling by a random factor, about the centre."""
   angle_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   angle = tf.random.stateless_uniform([batch], angle_seed, -1.0, 1.0) * math.radians(
-      config.max_rotation_degrees)
+    config.max_rotation_degrees
+  )
   scale = 1.0 + tf.random.stateless_uniform([batch], scale_seed, -1.0, 1.0) * config.max_scale_delta
   cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
   return tf.reshape(tf.stack([cos, -sin, sin, cos], axis=1), [batch, 2, 2])
@@ -117,8 +120,11 @@ def _pixel_index(shape, row, column):
   """Flat index of (row, column) in a [B, H, W] batch (clipped), and whether it is inside."""
   height, width = shape[1], shape[2]
   inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-  index = ((tf.range(shape[0]) * height * width)[:, None, None]
-           + tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(column, 0, width - 1))
+  index = (
+    (tf.range(shape[0]) * height * width)[:, None, None]
+    + tf.clip_by_value(row, 0, height - 1) * width
+    + tf.clip_by_value(column, 0, width - 1)
+  )
   return index, inside
 
 
@@ -144,8 +150,9 @@ def resample_label(label, matrices):
   """Nearest samples of label map [B,H,W] at input = M @ output; zero outside."""
   shape = tf.shape(label)
   source_x, source_y = _source_coordinates(shape, matrices)
-  index, inside = _pixel_index(shape, tf.cast(tf.floor(source_y + 0.5), tf.int32),
-                               tf.cast(tf.floor(source_x + 0.5), tf.int32))
+  index, inside = _pixel_index(
+    shape, tf.cast(tf.floor(source_y + 0.5), tf.int32), tf.cast(tf.floor(source_x + 0.5), tf.int32)
+  )
   return tf.where(inside, tf.gather(tf.reshape(label, [-1]), index), tf.zeros([], label.dtype))
 
 
@@ -239,10 +246,10 @@ def intensity_curve(x, brain, gamma, compression):
 def bias_field(height, width, coefficients, amplitude, degree):
   """exp(amplitude * p) [B, M, 1, H, W], p = sum of coefficients [B, M, T] times the
   monomials x^i y^j (1 <= i + j <= degree) on [-1, 1]^2, scaled to max |p| = 1."""
-  y, x = tf.meshgrid(tf.linspace(-1.0, 1.0, height), tf.linspace(-1.0, 1.0, width),
-                     indexing="ij")
-  monomials = tf.stack([x**i * y**j for i in range(degree + 1)
-                        for j in range(degree + 1 - i) if i + j > 0])
+  y, x = tf.meshgrid(tf.linspace(-1.0, 1.0, height), tf.linspace(-1.0, 1.0, width), indexing="ij")
+  monomials = tf.stack(
+    [x**i * y**j for i in range(degree + 1) for j in range(degree + 1 - i) if i + j > 0]
+  )
   p = tf.einsum("bmt,thw->bmhw", coefficients, monomials)
   p /= tf.maximum(tf.reduce_max(tf.abs(p), [2, 3], keepdims=True), 1e-6)
   return tf.exp(amplitude[:, :, None, None] * p)[:, :, None]
@@ -279,23 +286,30 @@ def low_resolution_taps(factor, length, radius):
     """Weight of row h in the low-resolution sample, normalized over the rows inside."""
     centre = (sample + 0.5) * spacing - 0.5
     base = tf.floor(centre)
-    total = tf.add_n([_hat((base + q - centre) / spacing) * inside(base + q)
-                      for q in range(-radius, radius + 1)])
+    total = tf.add_n(
+      [_hat((base + q - centre) / spacing) * inside(base + q) for q in range(-radius, radius + 1)]
+    )
     return _hat((h - centre) / spacing) * inside(h) / tf.maximum(total, 1e-6)
 
   samples = [tf.floor(position), tf.floor(position) + 1]
   up = [_hat(position - j) * tf.cast((j >= 0) & (j < count), tf.float32) for j in samples]
   up_total = up[0] + up[1]
-  return tf.stack([sum(u / up_total * down(j, rows + t) for u, j in zip(up, samples))
-                   for t in range(-radius, radius + 1)], axis=-1)
+  return tf.stack(
+    [
+      sum(u / up_total * down(j, rows + t) for u, j in zip(up, samples))
+      for t in range(-radius, radius + 1)
+    ],
+    axis=-1,
+  )
 
 
 def compose_taps(outer, inner):
   """Taps [B, M, L, T1 + T2 - 1] of filtering with `inner` [B, M, 1, T2] (the same at every
   position) and then with `outer` [B, M, L, T1]: one pass instead of two."""
   size = outer.shape[-1]
-  return tf.add_n([tf.pad(outer[..., a:a + 1] * inner, [[0, 0]] * 3 + [[a, size - 1 - a]])
-                   for a in range(size)])
+  return tf.add_n(
+    [tf.pad(outer[..., a : a + 1] * inner, [[0, 0]] * 3 + [[a, size - 1 - a]]) for a in range(size)]
+  )
 
 
 def filter_along(x, taps, axis):
@@ -355,8 +369,9 @@ def approximately_normal(shape, seed):
   and scaled (Irwin-Hall: mean 0, std 1, cut at 3.5 std). XLA on CPU drew exact normal
   noise 6x slower, and tails do not matter for noise this small."""
   bits = tf.random.stateless_uniform(shape, seed, None, None, tf.uint32, alg="threefry")
-  total = tf.add_n([tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, shift), 255)
-                    for shift in (0, 8, 16, 24)])
+  total = tf.add_n(
+    [tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, shift), 255) for shift in (0, 8, 16, 24)]
+  )
   return (tf.cast(total, tf.float32) - 510.0) / math.sqrt(4 * (256**2 - 1) / 12)
 
 
@@ -368,26 +383,30 @@ def draw_site_changes(seed, batch, config, num_modalities, num_context):
   seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, 16)))
   per_modality = [batch, num_modalities, 1, 1, 1]
   draw = lambda low, high, shape=per_modality: tf.random.stateless_uniform(
-      shape, next(seeds), low, high)
+    shape, next(seeds), low, high
+  )
   chance = lambda probability, shape=per_modality: draw(0.0, 1.0, shape) < probability
   return {
-      "curve": chance(config.curve_probability),
-      "gamma": tf.exp(draw(*map(math.log, config.gamma_range))),
-      "compression": draw(*config.bright_compression_range),
-      "bias_field": chance(config.bias_field_probability),
-      "bias_coefficients": draw(-1.0, 1.0, [batch, num_modalities,
-                                            num_bias_field_terms(config.bias_field_degree)]),
-      "bias_amplitude": draw(0.0, config.max_bias_field_log, [batch, num_modalities]),
-      "blur": chance(config.blur_probability),
-      "blur_sigma": draw(*config.blur_sigma_range, [batch, num_modalities]),
-      "low_resolution": chance(config.low_resolution_probability),
-      "low_resolution_factor": draw(*config.low_resolution_factor_range, [batch, num_modalities]),
-      "noise": chance(config.noise_probability),
-      "noise_std": draw(0.0, config.max_noise_std),  # x the brain's std
-      "noise_seed": next(seeds),
-      "slice_jitter": chance(config.slice_jitter_probability, [batch, 1, 1, 1, 1]),
-      "slice_scale": 1.0 + draw(-config.max_slice_jitter, config.max_slice_jitter,
-                                [batch, num_modalities, num_context, 1, 1]),
+    "curve": chance(config.curve_probability),
+    "gamma": tf.exp(draw(*map(math.log, config.gamma_range))),
+    "compression": draw(*config.bright_compression_range),
+    "bias_field": chance(config.bias_field_probability),
+    "bias_coefficients": draw(
+      -1.0, 1.0, [batch, num_modalities, num_bias_field_terms(config.bias_field_degree)]
+    ),
+    "bias_amplitude": draw(0.0, config.max_bias_field_log, [batch, num_modalities]),
+    "blur": chance(config.blur_probability),
+    "blur_sigma": draw(*config.blur_sigma_range, [batch, num_modalities]),
+    "low_resolution": chance(config.low_resolution_probability),
+    "low_resolution_factor": draw(*config.low_resolution_factor_range, [batch, num_modalities]),
+    "noise": chance(config.noise_probability),
+    "noise_std": draw(0.0, config.max_noise_std),  # x the brain's std
+    "noise_seed": next(seeds),
+    "slice_jitter": chance(config.slice_jitter_probability, [batch, 1, 1, 1, 1]),
+    "slice_scale": 1.0
+    + draw(
+      -config.max_slice_jitter, config.max_slice_jitter, [batch, num_modalities, num_context, 1, 1]
+    ),
   }
 
 
@@ -402,13 +421,16 @@ def smoothing_taps(changes, config, length):
   taps = None
   if config.blur_probability > 0:
     radius = max(1, math.ceil(2.5 * config.blur_sigma_range[1]))
-    taps = tf.where(changes["blur"][..., 0], gaussian_taps(changes["blur_sigma"], radius),
-                    _delta(radius))
+    taps = tf.where(
+      changes["blur"][..., 0], gaussian_taps(changes["blur_sigma"], radius), _delta(radius)
+    )
   if config.low_resolution_probability > 0:
     radius = max(1, math.ceil(2 * config.low_resolution_factor_range[1]) - 1)
-    low = tf.where(changes["low_resolution"][..., 0],
-                   low_resolution_taps(changes["low_resolution_factor"], length, radius),
-                   _delta(radius))
+    low = tf.where(
+      changes["low_resolution"][..., 0],
+      low_resolution_taps(changes["low_resolution_factor"], length, radius),
+      _delta(radius),
+    )
     taps = low if taps is None else compose_taps(low, taps)
   return taps
 
@@ -424,8 +446,13 @@ def _site_contrast(x, changes, config):
     curved = intensity_curve(x, brain, changes["gamma"], changes["compression"])
     x, changed = tf.where(changes["curve"], curved, x), changed | changes["curve"]
   if config.bias_field_probability > 0:
-    field = bias_field(x.shape[3], x.shape[4], changes["bias_coefficients"],
-                       changes["bias_amplitude"], config.bias_field_degree)
+    field = bias_field(
+      x.shape[3],
+      x.shape[4],
+      changes["bias_coefficients"],
+      changes["bias_amplitude"],
+      config.bias_field_degree,
+    )
     x = tf.where(changes["bias_field"], x * field, x)
     changed |= changes["bias_field"]
   return x, brain, count, mean, std, changed
@@ -464,11 +491,13 @@ def _compiled_site_steps(config, num_modalities):
   filter reads an image in memory: in one XLA function, XLA fused producers (the layout
   change, the row filter) into each of their consumers and recomputed them, and the
   whole took 1.6x as long."""
-  return (_compiled(functools.partial(split_modalities, num_modalities=num_modalities)),
-          _compiled(functools.partial(_site_contrast, config=config)),
-          _compiled(_smooth_rows),
-          _compiled(functools.partial(_site_acquisition, config=config)),
-          _compiled(functools.partial(_site_finish, config=config)))
+  return (
+    _compiled(functools.partial(split_modalities, num_modalities=num_modalities)),
+    _compiled(functools.partial(_site_contrast, config=config)),
+    _compiled(_smooth_rows),
+    _compiled(functools.partial(_site_acquisition, config=config)),
+    _compiled(functools.partial(_site_finish, config=config)),
+  )
 
 
 def site_intensity(image, changes, config, num_modalities):
@@ -497,12 +526,22 @@ def site_intensity(image, changes, config, num_modalities):
   return finish(x, brain, count, mean, std, changed, changes)
 
 
-_symmetric_images = [_compiled(lambda image, scale, shift, index=index: shift_intensity(
-    tf.cast(symmetric(image, index), tf.float32), scale, shift)) for index in range(NUM_SYMMETRIES)]
-_symmetric_labels = [_compiled(lambda label, index=index: symmetric(label, index))
-                     for index in range(NUM_SYMMETRIES)]
-_resampled_image = _compiled(lambda image, matrices, scale, shift: shift_intensity(
-    resample_image(image, matrices), scale, shift))
+_symmetric_images = [
+  _compiled(
+    lambda image, scale, shift, index=index: shift_intensity(
+      tf.cast(symmetric(image, index), tf.float32), scale, shift
+    )
+  )
+  for index in range(NUM_SYMMETRIES)
+]
+_symmetric_labels = [
+  _compiled(lambda label, index=index: symmetric(label, index)) for index in range(NUM_SYMMETRIES)
+]
+_resampled_image = _compiled(
+  lambda image, matrices, scale, shift: shift_intensity(
+    resample_image(image, matrices), scale, shift
+  )
+)
 _resampled_label = _compiled(resample_label)
 
 
@@ -524,15 +563,18 @@ def augment_batch(image, label, seed, config=AugmentConfig(), num_modalities=Non
   batch, channels = tf.shape(image)[0], tf.shape(image)[3]
   modalities = _num_modalities(image, num_modalities)
   scale = 1.0 + config.max_intensity_scale_delta * tf.random.stateless_uniform(
-      [batch, 1, 1, modalities], seeds[1], -1.0, 1.0)
+    [batch, 1, 1, modalities], seeds[1], -1.0, 1.0
+  )
   shift = config.max_intensity_shift * tf.random.stateless_uniform(
-      [batch, 1, 1, modalities], seeds[2], -1.0, 1.0)
+    [batch, 1, 1, modalities], seeds[2], -1.0, 1.0
+  )
   scale, shift = (tf.tile(x, [1, 1, 1, channels // modalities]) for x in (scale, shift))
 
   def symmetry_only():
-    return (tf.switch_case(index, [lambda fn=fn: fn(image, scale, shift)
-                                   for fn in _symmetric_images]),
-            tf.switch_case(index, [lambda fn=fn: fn(label) for fn in _symmetric_labels]))
+    return (
+      tf.switch_case(index, [lambda fn=fn: fn(image, scale, shift) for fn in _symmetric_images]),
+      tf.switch_case(index, [lambda fn=fn: fn(label) for fn in _symmetric_labels]),
+    )
 
   def symmetry_rotate_scale():
     matrices = symmetry_matrix(index) @ rotation_scale_matrices(seeds[3], batch, config)

@@ -33,12 +33,17 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Timed batches per stage.")
 _WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 100, "Untimed batches before timing.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds per stage (stages take turns).")
-_MEMORY_FACTOR = flags.DEFINE_integer("memory_factor", 10, "The memory check reads this many "
-                                      "times more batches than --steps.")
+_MEMORY_FACTOR = flags.DEFINE_integer(
+  "memory_factor", 10, "The memory check reads this many times more batches than --steps."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
-_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the reader's steps one at a "
-                               "time (ceiling + shuffle, + parse_example, + decode_raw), to "
-                               "show where its time goes on this machine.")
+_BREAKDOWN = flags.DEFINE_bool(
+  "breakdown",
+  False,
+  "Also time the reader's steps one at a "
+  "time (ceiling + shuffle, + parse_example, + decode_raw), to "
+  "show where its time goes on this machine.",
+)
 
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("steps", lambda n: n >= 1, "--steps must be at least 1")
@@ -92,18 +97,26 @@ def measure_once(make_dataset, steps, warmup_steps):
   examples, seconds, cpu_seconds = time_batches(iterator, steps)
   del iterator
   gc.collect()
-  return {"examples_per_sec": examples / seconds, "cpu_us_per_example": 1e6 * cpu_seconds / examples,
-          "examples": examples, "seconds": seconds}
+  return {
+    "examples_per_sec": examples / seconds,
+    "cpu_us_per_example": 1e6 * cpu_seconds / examples,
+    "examples": examples,
+    "seconds": seconds,
+  }
 
 
 def summarize(name, rounds, peak_rss_mb, **extra):
   """The stage's JSON line: medians over rounds, every round's rate, and its peak memory."""
   median = lambda key: round(statistics.median(r[key] for r in rounds), 1)
-  return {"benchmark": name, "examples_per_sec": median("examples_per_sec"),
-          "cpu_us_per_example": median("cpu_us_per_example"),
-          "rounds_examples_per_sec": [round(r["examples_per_sec"], 1) for r in rounds],
-          "examples_per_round": rounds[0]["examples"], "peak_rss_mb": round(peak_rss_mb, 1),
-          **extra}
+  return {
+    "benchmark": name,
+    "examples_per_sec": median("examples_per_sec"),
+    "cpu_us_per_example": median("cpu_us_per_example"),
+    "rounds_examples_per_sec": [round(r["examples_per_sec"], 1) for r in rounds],
+    "examples_per_round": rounds[0]["examples"],
+    "peak_rss_mb": round(peak_rss_mb, 1),
+    **extra,
+  }
 
 
 def h5py_baseline(h5_dir, batch_size, image_size, seed):
@@ -130,9 +143,12 @@ def h5py_baseline(h5_dir, batch_size, image_size, seed):
   signature = (tf.TensorSpec([240, 240, 1], tf.float32), tf.TensorSpec([240, 240, 1], tf.float32))
   dataset = tf.data.Dataset.from_generator(slices, output_signature=signature)
   dataset = dataset.batch(batch_size).map(
-      lambda x, y: (tf.image.resize(x, [image_size, image_size]),
-                    tf.image.resize(y, [image_size, image_size], method="nearest")),
-      num_parallel_calls=tf.data.AUTOTUNE)
+    lambda x, y: (
+      tf.image.resize(x, [image_size, image_size]),
+      tf.image.resize(y, [image_size, image_size], method="nearest"),
+    ),
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
   return dataset.prefetch(tf.data.AUTOTUNE), len(paths)
 
 
@@ -143,8 +159,11 @@ def breakdown_stages(ceiling_records, batch_size, seed):
   from input_pipeline import reader
 
   def shuffled():
-    return ceiling_records().shuffle(reader.SHUFFLE_BUFFER, seed=seed).batch(
-        batch_size, drop_remainder=True)
+    return (
+      ceiling_records()
+      .shuffle(reader.SHUFFLE_BUFFER, seed=seed)
+      .batch(batch_size, drop_remainder=True)
+    )
 
   def parse(serialized):
     features = tf.io.parse_example(serialized, decode.PIXEL_FEATURES)
@@ -154,11 +173,18 @@ def breakdown_stages(ceiling_records, batch_size, seed):
     image, label = parse(serialized)
     return tf.io.decode_raw(image, tf.uint8), tf.io.decode_raw(label, tf.uint8)
 
-  then = lambda fn: lambda: shuffled().map(fn, num_parallel_calls=tf.data.AUTOTUNE,
-                                           deterministic=False).prefetch(tf.data.AUTOTUNE)
-  return {"ceiling_then_shuffle": (lambda: shuffled().prefetch(tf.data.AUTOTUNE), {}),
-          "then_parse_example": (then(parse), {}),
-          "then_decode_raw": (then(decode_raw), {})}
+  then = lambda fn: (
+    lambda: (
+      shuffled()
+      .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+      .prefetch(tf.data.AUTOTUNE)
+    )
+  )
+  return {
+    "ceiling_then_shuffle": (lambda: shuffled().prefetch(tf.data.AUTOTUNE), {}),
+    "then_parse_example": (then(parse), {}),
+    "then_decode_raw": (then(decode_raw), {}),
+  }
 
 
 def main(argv):
@@ -177,8 +203,12 @@ def main(argv):
   except manifests.DataError as error:
     raise app.UsageError(str(error)) from None
   batch, steps, warmup = _BATCH_SIZE.value, _STEPS.value, _WARMUP_STEPS.value
-  common = {"batch_size": batch, "image_size": layout.image_size, "channels": layout.channels,
-            "image_dtype": layout.image_dtype}
+  common = {
+    "batch_size": batch,
+    "image_size": layout.image_size,
+    "channels": layout.channels,
+    "image_dtype": layout.image_dtype,
+  }
   results = {}
 
   def report(line):
@@ -188,25 +218,34 @@ def main(argv):
   files, _ = reader.shard_files([shard.path for shard in layout.shards], None, _SEED.value)
 
   def records():
-    return reader.interleave_records(tf.data.Dataset.from_tensor_slices(files).repeat(),
-                                     cycle_length=min(reader.CYCLE_LENGTH, len(files)),
-                                     deterministic=False)
+    return reader.interleave_records(
+      tf.data.Dataset.from_tensor_slices(files).repeat(),
+      cycle_length=min(reader.CYCLE_LENGTH, len(files)),
+      deterministic=False,
+    )
 
   def ceiling():
     return records().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
-  build = lambda **kw: lambda: reader.build_dataset(
-      _DATA_DIR.value, drops=_DROPS.value, global_batch_size=batch, seed=_SEED.value, **kw)
+  build = lambda **kw: (
+    lambda: reader.build_dataset(
+      _DATA_DIR.value, drops=_DROPS.value, global_batch_size=batch, seed=_SEED.value, **kw
+    )
+  )
   no_rotation = augment.AugmentConfig(rotate_scale_probability=0.0)
   stages = {"ceiling": (ceiling, {"files": len(files)})}
   if _BREAKDOWN.value:
     stages.update(breakdown_stages(records, batch_size=batch, seed=_SEED.value))
-  stages.update({
+  stages.update(
+    {
       "reader": (build(augment=False), {}),
       "reader_augmented": (build(augment=True), {"augment": str(augment.AugmentConfig())}),
       "reader_augmented_without_rotate_scale": (
-          build(augment=True, augment_config=no_rotation), {}),
-  })
+        build(augment=True, augment_config=no_rotation),
+        {},
+      ),
+    }
+  )
   rounds = {name: [] for name in stages}
   peaks = {}
   for _ in range(_ROUNDS.value):
@@ -223,9 +262,15 @@ def main(argv):
   time_batches(iterator, steps)
   peak_before = _rss_mb("VmHWM")
   more_examples, more_seconds, _ = time_batches(iterator, steps * _MEMORY_FACTOR.value)
-  report({"benchmark": "reader_memory_check", "peak_rss_mb_after_steps": round(peak_before, 1),
-          "peak_rss_mb_after_%dx_more" % _MEMORY_FACTOR.value: round(_rss_mb("VmHWM"), 1),
-          "examples_per_sec": round(more_examples / more_seconds, 1), **common})
+  report(
+    {
+      "benchmark": "reader_memory_check",
+      "peak_rss_mb_after_steps": round(peak_before, 1),
+      "peak_rss_mb_after_%dx_more" % _MEMORY_FACTOR.value: round(_rss_mb("VmHWM"), 1),
+      "examples_per_sec": round(more_examples / more_seconds, 1),
+      **common,
+    }
+  )
   del iterator
   gc.collect()
 
@@ -239,24 +284,36 @@ def main(argv):
   ratio = lambda a, b: round(rate(a) / rate(b), 3) if rate(a) and rate(b) else None
   cpu = lambda name: results[name]["cpu_us_per_example"]
   memory = results["reader_memory_check"]
-  print(json.dumps({
-      "benchmark": "reader_summary",
-      "ceiling_examples_per_sec": rate("ceiling"),
-      "reader_examples_per_sec": rate("reader"),
-      "reader_augmented_examples_per_sec": rate("reader_augmented"),
-      "h5py_baseline_examples_per_sec": rate("h5py_baseline"),
-      "reader_vs_ceiling": ratio("reader", "ceiling"),
-      "reader_augmented_vs_ceiling": ratio("reader_augmented", "ceiling"),
-      "reader_augmented_without_rotate_scale_vs_ceiling":
-          ratio("reader_augmented_without_rotate_scale", "ceiling"),
-      "reader_vs_h5py_baseline": ratio("reader", "h5py_baseline"),
-      "cpu_cost_ceiling_over_reader": round(cpu("ceiling") / cpu("reader"), 3),
-      "cpu_cost_ceiling_over_reader_augmented": round(cpu("ceiling") / cpu("reader_augmented"), 3),
-      "memory_ratio_x%d_data" % _MEMORY_FACTOR.value: round(
+  print(
+    json.dumps(
+      {
+        "benchmark": "reader_summary",
+        "ceiling_examples_per_sec": rate("ceiling"),
+        "reader_examples_per_sec": rate("reader"),
+        "reader_augmented_examples_per_sec": rate("reader_augmented"),
+        "h5py_baseline_examples_per_sec": rate("h5py_baseline"),
+        "reader_vs_ceiling": ratio("reader", "ceiling"),
+        "reader_augmented_vs_ceiling": ratio("reader_augmented", "ceiling"),
+        "reader_augmented_without_rotate_scale_vs_ceiling": ratio(
+          "reader_augmented_without_rotate_scale", "ceiling"
+        ),
+        "reader_vs_h5py_baseline": ratio("reader", "h5py_baseline"),
+        "cpu_cost_ceiling_over_reader": round(cpu("ceiling") / cpu("reader"), 3),
+        "cpu_cost_ceiling_over_reader_augmented": round(
+          cpu("ceiling") / cpu("reader_augmented"), 3
+        ),
+        "memory_ratio_x%d_data" % _MEMORY_FACTOR.value: round(
           memory["peak_rss_mb_after_%dx_more" % _MEMORY_FACTOR.value]
-          / memory["peak_rss_mb_after_steps"], 3),
-      "rounds": _ROUNDS.value, "examples_in_data": layout.num_examples, "cpus": os.cpu_count(),
-      **common}))
+          / memory["peak_rss_mb_after_steps"],
+          3,
+        ),
+        "rounds": _ROUNDS.value,
+        "examples_in_data": layout.num_examples,
+        "cpus": os.cpu_count(),
+        **common,
+      }
+    )
+  )
 
 
 def run():

@@ -9,8 +9,10 @@ import tensorflow as tf
 from data_prep import tfrecord_schema
 
 TASKS = ("whole_tumor", "regions")
-REGION_NAMES = {"whole_tumor": ("whole_tumor",),
-                "regions": ("whole_tumor", "tumor_core", "enhancing_tumor")}
+REGION_NAMES = {
+  "whole_tumor": ("whole_tumor",),
+  "regions": ("whole_tumor", "tumor_core", "enhancing_tumor"),
+}
 
 
 def num_targets(task):
@@ -32,8 +34,11 @@ def decode_batch(serialized, *, image_size, channels, image_dtype, with_metadata
   label = tf.reshape(label, [-1, image_size, image_size])
   decoded = {"image": image, "label": label}
   if with_metadata:
-    decoded.update(patient_id=features["patient_id"], slice_index=features["slice_index"],
-                   has_tumor=features["has_tumor"])
+    decoded.update(
+      patient_id=features["patient_id"],
+      slice_index=features["slice_index"],
+      has_tumor=features["has_tumor"],
+    )
   return decoded
 
 

@@ -30,6 +30,7 @@ class Shard:
 @dataclasses.dataclass(frozen=True)
 class DataLayout:
   """What every selected drop agrees on, plus the shards of the chosen folds."""
+
   image_size: int
   channels: int
   image_dtype: str
@@ -92,24 +93,36 @@ def load_layout(data_dir, folds=None, drops=None):
   if drops:
     unknown = sorted(set(drops) - {name for name, _ in available})
     if unknown:
-      raise DataError(f"{data_dir}: no complete drop named {', '.join(unknown)} "
-                      f"(found: {', '.join(name for name, _ in available)})")
+      raise DataError(
+        f"{data_dir}: no complete drop named {', '.join(unknown)} "
+        f"(found: {', '.join(name for name, _ in available)})"
+      )
     available = [(name, path) for name, path in available if name in drops]
 
-  layout_keys = ("image_size", "channels", "image_dtype", "num_folds", "modalities",
-                 "preprocessing")
+  layout_keys = (
+    "image_size",
+    "channels",
+    "image_dtype",
+    "num_folds",
+    "modalities",
+    "preprocessing",
+  )
   reference, shards, patients, normalization = None, [], {}, {}
   for name, path in available:
     manifest = _load(path)
-    normalization[name] = {"source_format": manifest.get("source", {}).get("format"),
-                           **manifest.get("normalization", {})}
+    normalization[name] = {
+      "source_format": manifest.get("source", {}).get("format"),
+      **manifest.get("normalization", {}),
+    }
     manifest["preprocessing"] = _recipe_json(manifest)
     layout = tuple(_hashable(manifest[k]) for k in layout_keys)
     if reference is None:
       reference = (name, layout, manifest["preprocessing"])
     elif layout != reference[1]:
-      raise DataError(f"{path}: drop layout {dict(zip(layout_keys, layout))} differs from drop "
-                      f"{reference[0]} {dict(zip(layout_keys, reference[1]))}; pass --drops")
+      raise DataError(
+        f"{path}: drop layout {dict(zip(layout_keys, layout))} differs from drop "
+        f"{reference[0]} {dict(zip(layout_keys, reference[1]))}; pass --drops"
+      )
     for patient_id, entry in manifest["patients"].items():
       if folds is None or entry["fold"] in folds:
         patients[patient_id] = dict(entry, drop=name)
@@ -122,20 +135,31 @@ def load_layout(data_dir, folds=None, drops=None):
     if not 0 <= fold < num_folds:
       raise DataError(f"{data_dir}: fold {fold} does not exist (the drops have {num_folds} folds)")
     if not any(shard.fold == fold for shard in shards):
-      raise DataError(f"{data_dir}: fold {fold} is empty in drops "
-                      f"{', '.join(name for name, _ in available)}")
+      raise DataError(
+        f"{data_dir}: fold {fold} is empty in drops {', '.join(name for name, _ in available)}"
+      )
   if not shards:
     raise DataError(f"{data_dir}: no shard matches folds {folds}")
-  return DataLayout(image_size, channels, image_dtype, num_folds, tuple(modalities),
-                    tuple(sorted(shards, key=lambda s: s.path)), patients, normalization, recipe)
+  return DataLayout(
+    image_size,
+    channels,
+    image_dtype,
+    num_folds,
+    tuple(modalities),
+    tuple(sorted(shards, key=lambda s: s.path)),
+    patients,
+    normalization,
+    recipe,
+  )
 
 
 def _recipe_json(manifest):
   """The drop's preprocessing recipe (drops from before crops and context: the old rule)."""
   if "preprocessing" in manifest:
     return preprocessing.Recipe.from_json(manifest["preprocessing"]).to_json()
-  return preprocessing.Recipe(image_size=manifest["image_size"],
-                              modalities=tuple(manifest["modalities"]), crop="none").to_json()
+  return preprocessing.Recipe(
+    image_size=manifest["image_size"], modalities=tuple(manifest["modalities"]), crop="none"
+  ).to_json()
 
 
 def _hashable(value):

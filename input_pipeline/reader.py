@@ -48,19 +48,36 @@ def shard_files(files, input_context, seed):
     return files, False
   count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
   if len(files) < count:
-    logging.warning("%d files for %d input pipelines: every pipeline reads every file and keeps "
-                    "every %d-th record (write smaller shards to avoid the wasted reads)",
-                    len(files), count, count)
+    logging.warning(
+      "%d files for %d input pipelines: every pipeline reads every file and keeps "
+      "every %d-th record (write smaller shards to avoid the wasted reads)",
+      len(files),
+      count,
+      count,
+    )
     return files, True
   return files[index::count], False
 
 
-def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", global_batch_size=64,
-                  training=True, input_context=None, augment=None,
-                  augment_config=augment_lib.AugmentConfig(), tumor_fraction=None, seed=0,
-                  deterministic=False, shuffle_buffer=SHUFFLE_BUFFER, cycle_length=CYCLE_LENGTH,
-                  with_metadata=False,
-                  repeat=None):
+def build_dataset(
+  data_dir,
+  *,
+  folds=None,
+  drops=None,
+  task="whole_tumor",
+  global_batch_size=64,
+  training=True,
+  input_context=None,
+  augment=None,
+  augment_config=augment_lib.AugmentConfig(),
+  tumor_fraction=None,
+  seed=0,
+  deterministic=False,
+  shuffle_buffer=SHUFFLE_BUFFER,
+  cycle_length=CYCLE_LENGTH,
+  with_metadata=False,
+  repeat=None,
+):
   """Builds the training or evaluation dataset.
 
   Args:
@@ -85,8 +102,11 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
   layout = manifests.load_layout(data_dir, folds, drops)
   augment = training if augment is None else augment
   repeat = training if repeat is None else repeat
-  batch_size = (input_context.get_per_replica_batch_size(global_batch_size) if input_context
-                else global_batch_size)
+  batch_size = (
+    input_context.get_per_replica_batch_size(global_batch_size)
+    if input_context
+    else global_batch_size
+  )
 
   files, record_level = shard_files([s.path for s in layout.shards], input_context, seed)
   if not training:
@@ -96,8 +116,11 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     dataset = dataset.repeat()
-  dataset = interleave_records(dataset, cycle_length=min(cycle_length, len(files)) if training
-                               else 1, deterministic=deterministic)
+  dataset = interleave_records(
+    dataset,
+    cycle_length=min(cycle_length, len(files)) if training else 1,
+    deterministic=deterministic,
+  )
   if record_level:
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   if training and tumor_fraction is not None:
@@ -106,23 +129,33 @@ def build_dataset(data_dir, *, folds=None, drops=None, task="whole_tumor", globa
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   dataset = dataset.batch(batch_size, drop_remainder=training)
 
-  to_pair = training_pair_fn(task, augment_config if augment else None,
-                             num_modalities=len(layout.modalities))
+  to_pair = training_pair_fn(
+    task, augment_config if augment else None, num_modalities=len(layout.modalities)
+  )
 
   def to_outputs(serialized, batch_seed=None):
-    example = decode.decode_batch(serialized, image_size=layout.image_size,
-                                  channels=layout.channels, image_dtype=layout.image_dtype,
-                                  with_metadata=with_metadata)
+    example = decode.decode_batch(
+      serialized,
+      image_size=layout.image_size,
+      channels=layout.channels,
+      image_dtype=layout.image_dtype,
+      with_metadata=with_metadata,
+    )
     image, target = to_pair(example["image"], example["label"], batch_seed)
     if with_metadata:
-      return {"image": image, "target": target, "patient_id": example["patient_id"],
-              "slice_index": example["slice_index"]}
+      return {
+        "image": image,
+        "target": target,
+        "patient_id": example["patient_id"],
+        "slice_index": example["slice_index"],
+      }
     return image, target
 
   if augment:
     dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
-  dataset = dataset.map(to_outputs, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=deterministic or not training)
+  dataset = dataset.map(
+    to_outputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training
+  )
   if repeat:
     # Already endless, but say so: tf.distribute picks its end-of-data handling from the
     # cardinality, which must be the same (infinite) on every worker whatever its files.
@@ -135,13 +168,16 @@ def training_pair_fn(task, augment_config=None, num_modalities=None):
   """(image in the stored dtype, label uint8, seed) -> (image float32, target float32);
   the seed is used only with `augment_config`. Channels are 2.5D context slices of
   `num_modalities` modalities (None: one slice), so intensity changes follow the modality."""
+
   def pair(image, label, seed=None):
     if augment_config is None:
       image = tf.cast(image, tf.float32)
     else:
-      image, label = augment_lib.augment_batch(image, label, seed, augment_config,
-                                               num_modalities=num_modalities)
+      image, label = augment_lib.augment_batch(
+        image, label, seed, augment_config, num_modalities=num_modalities
+      )
     return image, decode.targets_from_labels(label, task)
+
   return pair
 
 
@@ -150,8 +186,13 @@ def interleave_records(files, cycle_length, deterministic):
   read = lambda path: tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
   if cycle_length <= 1:
     return files.flat_map(read)
-  return files.interleave(read, cycle_length=cycle_length, block_length=1,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  return files.interleave(
+    read,
+    cycle_length=cycle_length,
+    block_length=1,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=deterministic,
+  )
 
 
 def _seeds(seed):
@@ -162,9 +203,14 @@ def _seeds(seed):
 def _rebalance(records, base_fraction, target_fraction, seed):
   """Drops records of the over-represented kind so tumour slices make `target_fraction`."""
   keep_tumor, keep_free = keep_probabilities(base_fraction, target_fraction)
-  logging.info("rebalancing: %.2f of slices have tumour; keeping tumour slices with p=%.3f, "
-               "tumour-free with p=%.3f for %.2f", base_fraction, keep_tumor, keep_free,
-               target_fraction)
+  logging.info(
+    "rebalancing: %.2f of slices have tumour; keeping tumour slices with p=%.3f, "
+    "tumour-free with p=%.3f for %.2f",
+    base_fraction,
+    keep_tumor,
+    keep_free,
+    target_fraction,
+  )
 
   def select(serialized, batch_seed):
     has_tumor = tf.io.parse_example(serialized, _HAS_TUMOR_SPEC)["has_tumor"] > 0

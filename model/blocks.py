@@ -13,17 +13,24 @@ from keras import layers
 def conv_block(x, filters, config, name):
   """Two 3x3 convolutions, each followed by batch norm (if on) and ReLU."""
   for i in (1, 2):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=not config.batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
+    x = layers.Conv2D(
+      filters,
+      3,
+      padding="same",
+      use_bias=not config.batch_norm,
+      kernel_initializer="he_normal",
+      name=f"{name}_conv{i}",
+    )(x)
     if config.batch_norm:
-      x = layers.BatchNormalization(momentum=0.9, synchronized=config.sync_batch_norm,
-                                    name=f"{name}_bn{i}")(x)
+      x = layers.BatchNormalization(
+        momentum=0.9, synchronized=config.sync_batch_norm, name=f"{name}_bn{i}"
+      )(x)
     x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
   return x
 
 
 def filters_at(config, level):
-  return config.base_filters * 2 ** level
+  return config.base_filters * 2**level
 
 
 # Every layer the encoder makes is named down<level>_* or bottleneck_* (fine-tuning freezes them).

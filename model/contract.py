@@ -33,12 +33,20 @@ class ContractError(ValueError):
 
 def training_info(*, task, layout, val_fold, train_folds, checkpoint):
   """The contract of a model trained on `layout` (an `input_pipeline.manifests.DataLayout`)."""
-  return {"task": task, "region_names": list(decode.REGION_NAMES[task]),
-          "image_size": layout.image_size, "channels": layout.channels,
-          "modalities": list(layout.modalities), "preprocessing": layout.preprocessing,
-          "normalization_by_drop": layout.normalization, "threshold": THRESHOLD,
-          "label_scheme": LABEL_SCHEME, "val_fold": val_fold, "train_folds": train_folds,
-          "checkpoint": checkpoint}
+  return {
+    "task": task,
+    "region_names": list(decode.REGION_NAMES[task]),
+    "image_size": layout.image_size,
+    "channels": layout.channels,
+    "modalities": list(layout.modalities),
+    "preprocessing": layout.preprocessing,
+    "normalization_by_drop": layout.normalization,
+    "threshold": THRESHOLD,
+    "label_scheme": LABEL_SCHEME,
+    "val_fold": val_fold,
+    "train_folds": train_folds,
+    "checkpoint": checkpoint,
+  }
 
 
 def write(model_dir, info):
@@ -60,8 +68,10 @@ def read(model_dir):
   try:
     recipe(info)
   except (KeyError, TypeError, ValueError) as error:
-    raise ContractError(f"{path}: no usable preprocessing recipe ({type(error).__name__}: "
-                        f"{error}); not a dataset.json this project wrote") from None
+    raise ContractError(
+      f"{path}: no usable preprocessing recipe ({type(error).__name__}: "
+      f"{error}); not a dataset.json this project wrote"
+    ) from None
   return info
 
 
@@ -70,5 +80,6 @@ def recipe(info):
   if "preprocessing" in info:
     return preprocessing.Recipe.from_json(info["preprocessing"])
   # dataset.json from before the recipe: whole slices, modalities as listed
-  return preprocessing.Recipe(image_size=info["image_size"], modalities=tuple(info["modalities"]),
-                              crop="none")
+  return preprocessing.Recipe(
+    image_size=info["image_size"], modalities=tuple(info["modalities"]), crop="none"
+  )

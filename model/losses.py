@@ -18,8 +18,14 @@ class SoftDiceLoss(keras.losses.Loss):
   such as the enhancing tumour can count for more than its share.
   """
 
-  def __init__(self, smooth=1.0, region_weights=None, name="soft_dice",
-               reduction="sum_over_batch_size", **kwargs):
+  def __init__(
+    self,
+    smooth=1.0,
+    region_weights=None,
+    name="soft_dice",
+    reduction="sum_over_batch_size",
+    **kwargs,
+  ):
     super().__init__(name=name, reduction=reduction, **kwargs)
     self.smooth = smooth
     self.region_weights = None if region_weights is None else [float(w) for w in region_weights]
@@ -36,8 +42,7 @@ class SoftDiceLoss(keras.losses.Loss):
     return 1.0 - ops.sum(dice * weights) / ops.sum(weights)
 
   def get_config(self):
-    return {**super().get_config(), "smooth": self.smooth,
-            "region_weights": self.region_weights}
+    return {**super().get_config(), "smooth": self.smooth, "region_weights": self.region_weights}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -45,8 +50,14 @@ class BceDiceLoss(keras.losses.Loss):
   """Binary cross-entropy plus soft Dice: BCE gives dense per-pixel gradients, Dice
   counters the background/tumour imbalance."""
 
-  def __init__(self, smooth=1.0, region_weights=None, name="bce_dice",
-               reduction="sum_over_batch_size", **kwargs):
+  def __init__(
+    self,
+    smooth=1.0,
+    region_weights=None,
+    name="bce_dice",
+    reduction="sum_over_batch_size",
+    **kwargs,
+  ):
     super().__init__(name=name, reduction=reduction, **kwargs)
     self.smooth = smooth
     self._dice = SoftDiceLoss(smooth=smooth, region_weights=region_weights)
@@ -57,8 +68,11 @@ class BceDiceLoss(keras.losses.Loss):
     return bce + self._dice.call(y_true, y_pred)
 
   def get_config(self):
-    return {**super().get_config(), "smooth": self.smooth,
-            "region_weights": self._dice.region_weights}
+    return {
+      **super().get_config(),
+      "smooth": self.smooth,
+      "region_weights": self._dice.region_weights,
+    }
 
 
 def get_loss(name, region_weights=None):

@@ -63,11 +63,16 @@ class IoU(_Overlap):
 
 def build_metrics(region_names):
   """Named metrics for the target channels: dice, iou, accuracy (+ per region if several)."""
-  metrics = [Dice(name="dice"), IoU(name="iou"),
-             keras.metrics.BinaryAccuracy(threshold=THRESHOLD, name="accuracy")]
+  metrics = [
+    Dice(name="dice"),
+    IoU(name="iou"),
+    keras.metrics.BinaryAccuracy(threshold=THRESHOLD, name="accuracy"),
+  ]
   if len(region_names) > 1:
     for channel, region in enumerate(region_names):
       short = REGION_SHORT_NAMES.get(region, region)
-      metrics += [Dice(channel=channel, name=f"dice_{short}"),
-                  IoU(channel=channel, name=f"iou_{short}")]
+      metrics += [
+        Dice(channel=channel, name=f"dice_{short}"),
+        IoU(channel=channel, name=f"iou_{short}"),
+      ]
   return metrics

@@ -29,8 +29,10 @@ class PositionEmbedding(layers.Layer):
 
   def build(self, input_shape):
     self.embedding = self.add_weight(
-        name="embedding", shape=tuple(input_shape[1:]),
-        initializer=keras.initializers.TruncatedNormal(stddev=self.stddev))
+      name="embedding",
+      shape=tuple(input_shape[1:]),
+      initializer=keras.initializers.TruncatedNormal(stddev=self.stddev),
+    )
 
   def call(self, tokens):
     return tokens + ops.cast(self.embedding, tokens.dtype)
@@ -43,8 +45,9 @@ def transformer_block(tokens, config, name):
   """Pre-norm block (ViT): tokens + MHSA(LN(tokens)), then + MLP(LN(.)) with GELU."""
   width, heads = tokens.shape[-1], config.transformer_heads
   x = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{name}_norm1")(tokens)
-  x = layers.MultiHeadAttention(heads, key_dim=max(1, width // heads),
-                                name=f"{name}_attention")(x, x)
+  x = layers.MultiHeadAttention(heads, key_dim=max(1, width // heads), name=f"{name}_attention")(
+    x, x
+  )
   tokens = layers.Add(name=f"{name}_add1")([tokens, x])
   x = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{name}_norm2")(tokens)
   x = layers.Dense(MLP_RATIO * width, activation="gelu", name=f"{name}_mlp1")(x)

@@ -23,6 +23,7 @@ ARCHITECTURES = ("unet", "unet_plus_plus", "attention_unet", "trans_unet")
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
   """Hyperparameters. The defaults train well on 128x128 FLAIR slices."""
+
   image_size: int = 128
   channels: int = 1
   num_outputs: int = 1
@@ -40,15 +41,17 @@ class UNetConfig:
   def validate(self):
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-    if self.image_size % (2 ** self.depth):
-      raise ValueError(f"image_size {self.image_size} must divide by 2**depth = {2 ** self.depth}")
+    if self.image_size % (2**self.depth):
+      raise ValueError(f"image_size {self.image_size} must divide by 2**depth = {2**self.depth}")
     if self.upsampling not in UPSAMPLING_MODES:
       raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {self.upsampling!r}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
     if self.transformer_layers < 1 or self.transformer_heads < 1:
-      raise ValueError("transformer_layers and transformer_heads must be at least 1, got "
-                       f"{self.transformer_layers} and {self.transformer_heads}")
+      raise ValueError(
+        "transformer_layers and transformer_heads must be at least 1, got "
+        f"{self.transformer_layers} and {self.transformer_heads}"
+      )
 
 
 TINY = UNetConfig(image_size=32, depth=2, base_filters=4, dropout=0.0)  # for tests
@@ -67,6 +70,10 @@ def build_unet(config=UNetConfig(), name="unet"):
 def build_model(config=UNetConfig()):
   """The one entry point: builds `config.architecture`, named after it."""
   config.validate()
-  builders = {"unet": build_unet, "unet_plus_plus": unet_plus_plus.build,
-              "attention_unet": attention_unet.build, "trans_unet": trans_unet.build}
+  builders = {
+    "unet": build_unet,
+    "unet_plus_plus": unet_plus_plus.build,
+    "attention_unet": attention_unet.build,
+    "trans_unet": trans_unet.build,
+  }
   return builders[config.architecture](config, name=config.architecture)

@@ -32,7 +32,9 @@ def build(config, name="unet_plus_plus"):
       nodes[i].append(blocks.conv_block(x, filters, config, f"x{i}_{j}"))
   if not config.deep_supervision or config.depth == 1:
     return keras.Model(inputs, blocks.head(nodes[0][-1], config), name=name)
-  heads = [blocks.head(nodes[0][j], config, name=f"x0_{j}_probabilities")
-           for j in range(1, config.depth + 1)]
+  heads = [
+    blocks.head(nodes[0][j], config, name=f"x0_{j}_probabilities")
+    for j in range(1, config.depth + 1)
+  ]
   outputs = layers.Average(dtype="float32", name="probabilities")(heads)
   return keras.Model(inputs, outputs, name=name)

@@ -25,8 +25,9 @@ def _load(run):
 def main(runs):
   summaries = [_load(run) for run in runs]
   common = set.intersection(*({p["patient_id"] for p in s["per_patient"]} for s in summaries))
-  by_run = [{p["patient_id"]: p for p in s["per_patient"] if p["patient_id"] in common}
-            for s in summaries]
+  by_run = [
+    {p["patient_id"]: p for p in s["per_patient"] if p["patient_id"] in common} for s in summaries
+  ]
   columns = ["plain", "tta", "final", "stress_mean"]
   print(f"{len(common)} patients; Dice mean / median / worst\n")
   print("| run | " + " | ".join(columns) + " | training s (folds) | rules |")
@@ -38,23 +39,36 @@ def main(runs):
       cells.append(f"{values.mean():.3f} / {np.median(values):.3f} / {values.min():.3f}")
     seconds = [f["seconds"] for f in summary["folds"].values() if f.get("seconds")]
     rules = summary["rules"]
-    print(f"| {os.path.basename(run.rstrip('/'))} | " + " | ".join(cells) +
-          f" | {sum(seconds):.0f} ({len(seconds)}) | TTA {'on' if rules['tta'] else 'off'}, "
-          f"{postprocess.PostProcessing.from_json(rules['postprocessing']).describe()} |")
-  print("\n| patient | fold | " + " | ".join(
-      f"{os.path.basename(r.rstrip('/'))} final | stress" for r in runs) + " |")
+    print(
+      f"| {os.path.basename(run.rstrip('/'))} | "
+      + " | ".join(cells)
+      + f" | {sum(seconds):.0f} ({len(seconds)}) | TTA {'on' if rules['tta'] else 'off'}, "
+      f"{postprocess.PostProcessing.from_json(rules['postprocessing']).describe()} |"
+    )
+  print(
+    "\n| patient | fold | "
+    + " | ".join(f"{os.path.basename(r.rstrip('/'))} final | stress" for r in runs)
+    + " |"
+  )
   print("|---|---" + "|---|---" * len(runs) + "|")
   for patient in sorted(common, key=lambda p: (by_run[0][p]["fold"], p)):
-    print(f"| {patient} | {by_run[0][patient]['fold']} | " + " | ".join(
+    print(
+      f"| {patient} | {by_run[0][patient]['fold']} | "
+      + " | ".join(
         f"{patients[patient]['final']:.3f} | {patients[patient]['stress_mean']:.3f}"
-        for patients in by_run) + " |")
+        for patients in by_run
+      )
+      + " |"
+    )
   first = by_run[0]
   for run, patients in zip(runs[1:], by_run[1:]):
     for column in ("final", "stress_mean"):
       delta = np.array([patients[p][column] - first[p][column] for p in common])
-      print(f"\n{os.path.basename(run.rstrip('/'))} vs {os.path.basename(runs[0].rstrip('/'))}, "
-            f"{column}: {int((delta > 0).sum())} patients up, {int((delta < 0).sum())} down, "
-            f"mean change {delta.mean():+.3f}")
+      print(
+        f"\n{os.path.basename(run.rstrip('/'))} vs {os.path.basename(runs[0].rstrip('/'))}, "
+        f"{column}: {int((delta > 0).sum())} patients up, {int((delta < 0).sum())} down, "
+        f"mean change {delta.mean():+.3f}"
+      )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ def main(folder):
     print("  ".join(line), flush=True)
   for method, rows in stats.items():
     rows = np.array(rows)
-    print(f"{method}: tumour median mean {rows[:, 0].mean():.2f} (sd {rows[:, 0].std():.2f}, "
-          f"min {rows[:, 0].min():.2f}); normal-brain median sd {rows[:, 1].std():.3f}; "
-          f"normal-brain p99 mean {rows[:, 2].mean():.2f} (sd {rows[:, 2].std():.2f})")
+    print(
+      f"{method}: tumour median mean {rows[:, 0].mean():.2f} (sd {rows[:, 0].std():.2f}, "
+      f"min {rows[:, 0].min():.2f}); normal-brain median sd {rows[:, 1].std():.3f}; "
+      f"normal-brain p99 mean {rows[:, 2].mean():.2f} (sd {rows[:, 2].std():.2f})"
+    )
 
 
 if __name__ == "__main__":

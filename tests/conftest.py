@@ -18,8 +18,9 @@ from data_prep import synthetic  # pylint: disable=wrong-import-position
 
 # Two logical CPU devices for MirroredStrategy tests; must happen before TensorFlow starts.
 tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0],
-    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+  tf.config.list_physical_devices("CPU")[0],
+  [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "brats2018")
@@ -40,24 +41,40 @@ def real_cases(tmp_path):
 def run_module(module, *args, check=False, timeout=600):
   """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+  result = subprocess.run(
+    [sys.executable, "-m", module, *map(str, args)],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   if check and result.returncode != 0:
     raise AssertionError(f"{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
   return result
 
 
 # Flags of the tiny model the end-to-end tests train (seconds per epoch on 2 cores).
-TINY_TRAINING = {"base_filters": 4, "depth": 2, "batch_size": 8, "shuffle_buffer": 64,
-                 "tensorboard_images": 0}
+TINY_TRAINING = {
+  "base_filters": 4,
+  "depth": 2,
+  "batch_size": 8,
+  "shuffle_buffer": 64,
+  "tensorboard_images": 0,
+}
 TINY_TRAIN_FLAGS = tuple(f"--{name}={value}" for name, value in TINY_TRAINING.items())
 
 
 def run_script(script, *args, timeout=300):
   """Runs `python script args` (a path below the repo root) from the repo root."""
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *map(str, args)],
-                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO_ROOT, script), *map(str, args)],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+  )
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +82,12 @@ def tiny_drop(tmp_path_factory):
   """A converted folder of six synthetic NIfTI patients of 16 slices at 32x32."""
   root = tmp_path_factory.mktemp("tiny_drop")
   synthetic.generate(str(root / "source"), num_patients=6, fmt="nifti", seed=2, num_slices=16)
-  convert.convert(str(root / "source"), str(root / "tfrecords"), progress=False,
-                  options=patient_conversion.ConversionOptions(image_size=32))
+  convert.convert(
+    str(root / "source"),
+    str(root / "tfrecords"),
+    progress=False,
+    options=patient_conversion.ConversionOptions(image_size=32),
+  )
   return root / "tfrecords"
 
 
@@ -76,8 +97,14 @@ def tiny_run(tiny_drop, tmp_path_factory):
   epochs of six steps, long enough for the model to differ from a fresh one. Read only."""
   run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
   started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-  result = run_script("train_main.py", f"--data_dir={tiny_drop}", f"--model_dir={run_dir}",
-                      *TINY_TRAIN_FLAGS, "--epochs=2", "--steps_per_epoch=6",
-                      "--learning_rate=3e-3")
+  result = run_script(
+    "train_main.py",
+    f"--data_dir={tiny_drop}",
+    f"--model_dir={run_dir}",
+    *TINY_TRAIN_FLAGS,
+    "--epochs=2",
+    "--steps_per_epoch=6",
+    "--learning_rate=3e-3",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return run_dir, started, result

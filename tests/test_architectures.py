@@ -25,8 +25,15 @@ VARIANT_IDS = [name + ("_deep" if deep else "") for name, deep in VARIANTS]
 
 
 def _tiny(architecture, deep_supervision=False, **overrides):
-  fields = dict(image_size=32, depth=2, base_filters=4, dropout=0.0, architecture=architecture,
-                deep_supervision=deep_supervision, transformer_heads=2)
+  fields = dict(
+    image_size=32,
+    depth=2,
+    base_filters=4,
+    dropout=0.0,
+    architecture=architecture,
+    deep_supervision=deep_supervision,
+    transformer_heads=2,
+  )
   return unet.UNetConfig(**{**fields, **overrides})
 
 
@@ -39,8 +46,9 @@ def mixed_float16():
 
 
 @pytest.mark.parametrize("architecture,deep_supervision", VARIANTS[:4], ids=VARIANT_IDS[:4])
-def test_shapes_and_float32_output_under_mixed_float16(architecture, deep_supervision,
-                                                       mixed_float16):
+def test_shapes_and_float32_output_under_mixed_float16(
+  architecture, deep_supervision, mixed_float16
+):
   for depth in (2, 3, 4, 5):
     for size in (32, 64):
       config = _tiny(architecture, image_size=size, depth=depth, num_outputs=3, channels=2)
@@ -53,8 +61,10 @@ def test_shapes_and_float32_output_under_mixed_float16(architecture, deep_superv
 
 
 def test_each_architecture_has_its_own_layers():
-  names = {arch: {layer.name for layer in unet.build_model(_tiny(arch)).layers}
-           for arch in unet.ARCHITECTURES}
+  names = {
+    arch: {layer.name for layer in unet.build_model(_tiny(arch)).layers}
+    for arch in unet.ARCHITECTURES
+  }
   assert "attention1_gated" in names["attention_unet"]
   assert {"x0_1_concat", "x0_2_concat", "x1_1_concat"} <= names["unet_plus_plus"]
   assert {"position_embedding", "transformer1_attention"} <= names["trans_unet"]
@@ -74,15 +84,17 @@ def test_one_step_under_mirrored_strategy_on_two_cpus(architecture):
   # Reduction through one device rather than collectives: collective keys restart with each
   # strategy object and collide between strategies made in one process (tests/test_model.py).
   strategy = tf.distribute.MirroredStrategy(
-      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+  )
   with strategy.scope():
     built = unet.build_model(_tiny(architecture, batch_norm=False, transformer_layers=1))
     built.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.get_loss("bce"))
   before = [w.numpy().copy() for w in built.trainable_weights]
   history = built.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
   assert np.isfinite(history.history["loss"][0])
-  unchanged = [w.path for w, b in zip(built.trainable_weights, before)
-               if np.array_equal(w.numpy(), b)]
+  unchanged = [
+    w.path for w, b in zip(built.trainable_weights, before) if np.array_equal(w.numpy(), b)
+  ]
   # A key bias adds q.b to every logit of a query alike, so softmax cancels it: its gradient is 0.
   assert all(path.endswith("attention/key/bias") for path in unchanged), unchanged
 
@@ -101,8 +113,9 @@ def test_keras_h5_and_saved_model_give_the_same_outputs(architecture, deep_super
   # every run ends with a SavedModel export (training/saved_model.py), so each family must export
   saved_model.export(built, str(tmp_path / "saved_model"))
   serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
-  np.testing.assert_allclose(serve(image=tf.constant(x))["probabilities"].numpy(), expected,
-                             atol=1e-5, err_msg="saved_model")
+  np.testing.assert_allclose(
+    serve(image=tf.constant(x))["probabilities"].numpy(), expected, atol=1e-5, err_msg="saved_model"
+  )
 
 
 def test_unknown_architecture_names_the_valid_ones():
@@ -115,10 +128,15 @@ def test_the_trainer_builds_the_configured_architecture():
   layout = types.SimpleNamespace(image_size=32, channels=1)
   common = dict(data_dir="unused", model_dir="unused", depth=2, base_filters=4, dropout=0.0)
   attention = trainer.build_model(
-      trainer.TrainConfig(architecture="attention_unet", **common), layout)
+    trainer.TrainConfig(architecture="attention_unet", **common), layout
+  )
   assert attention.name == "attention_unet" and attention.get_layer("attention0_gated")
-  trans = trainer.build_model(trainer.TrainConfig(
-      architecture="trans_unet", transformer_layers=3, transformer_heads=2, **common), layout)
+  trans = trainer.build_model(
+    trainer.TrainConfig(
+      architecture="trans_unet", transformer_layers=3, transformer_heads=2, **common
+    ),
+    layout,
+  )
   assert trans.get_layer("transformer2_attention").num_heads == 2
   assert trainer.build_model(trainer.TrainConfig(**common), layout).name == "unet"
 
@@ -127,9 +145,18 @@ def test_the_architecture_flag_lists_exactly_the_builders():
   """An unknown value fails at flag parsing (before TensorFlow starts) naming the choices,
   which are the builders' names."""
   result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "train_main.py"), "--model_dir=unused",
-       "--architecture=resnet"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    [
+      sys.executable,
+      os.path.join(REPO_ROOT, "train_main.py"),
+      "--model_dir=unused",
+      "--architecture=resnet",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=60,
+    env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+  )
   assert result.returncode != 0
   choices = re.search(r"one of <([^>]*)>", result.stderr)
   assert choices and choices.group(1).split("|") == list(unet.ARCHITECTURES), result.stderr

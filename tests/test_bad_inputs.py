@@ -151,16 +151,26 @@ def test_bad_nifti_cases_are_listed_and_the_good_one_converts(bad_nifti, tmp_pat
 
 def test_cli_lists_bad_inputs_without_traceback_and_strict_stops(bad_nifti, tmp_path):
   root, expected = bad_nifti
-  result = run_module("data_prep.convert_main", f"--input={root}", f"--output_dir={tmp_path / 'a'}",
-                      "--image_size=32", "--workers=2")
+  result = run_module(
+    "data_prep.convert_main",
+    f"--input={root}",
+    f"--output_dir={tmp_path / 'a'}",
+    "--image_size=32",
+    "--workers=2",
+  )
   assert result.returncode == 0, result.stderr
   assert "Traceback" not in result.stderr
   for path in expected:
     assert path in result.stderr
   assert result.stdout.strip().splitlines()[-1].startswith("converted 1 patients")
 
-  strict = run_module("data_prep.convert_main", f"--input={root}", f"--output_dir={tmp_path / 'b'}",
-                      "--image_size=32", "--strict")
+  strict = run_module(
+    "data_prep.convert_main",
+    f"--input={root}",
+    f"--output_dir={tmp_path / 'b'}",
+    "--image_size=32",
+    "--strict",
+  )
   assert strict.returncode == 1
   assert "Traceback" not in strict.stderr and "stopped (--strict)" in strict.stderr
   assert drops.list_complete_drops(str(tmp_path / "b")) == []
@@ -172,15 +182,17 @@ def test_nothing_convertible_exits_non_zero(tmp_path):
   source.mkdir()
   with open(source / "volume_1_slice_0.h5", "w") as f:
     f.write("junk")
-  result = run_module("data_prep.convert_main", f"--input={source}",
-                      f"--output_dir={tmp_path / 'out'}")
+  result = run_module(
+    "data_prep.convert_main", f"--input={source}", f"--output_dir={tmp_path / 'out'}"
+  )
   assert result.returncode == 1
   assert "is not an HDF5 file" in result.stderr and "Traceback" not in result.stderr
   assert drops.list_complete_drops(str(tmp_path / "out")) == []
 
 
 def test_missing_input_folder_is_one_line(tmp_path):
-  result = run_module("data_prep.convert_main", f"--input={tmp_path / 'nope'}",
-                      f"--output_dir={tmp_path}")
+  result = run_module(
+    "data_prep.convert_main", f"--input={tmp_path / 'nope'}", f"--output_dir={tmp_path}"
+  )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "--input must be an existing folder" in result.stderr

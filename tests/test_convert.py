@@ -65,17 +65,26 @@ def interior_correlation(stored, source_slice, box=None):
 def synthetic_sources(tmp_path_factory):
   root = tmp_path_factory.mktemp("synthetic")
   synthetic.generate(str(root / "h5"), num_patients=3, fmt="h5", seed=5, num_slices=NUM_SLICES)
-  synthetic.generate(str(root / "nifti"), num_patients=3, fmt="nifti", seed=5,
-                     num_slices=NUM_SLICES)
-  synthetic.generate(str(root / "nifti2023"), num_patients=2, fmt="nifti", seed=5,
-                     num_slices=NUM_SLICES, naming="2023", compressed=False)
+  synthetic.generate(
+    str(root / "nifti"), num_patients=3, fmt="nifti", seed=5, num_slices=NUM_SLICES
+  )
+  synthetic.generate(
+    str(root / "nifti2023"),
+    num_patients=2,
+    fmt="nifti",
+    seed=5,
+    num_slices=NUM_SLICES,
+    naming="2023",
+    compressed=False,
+  )
   return root
 
 
 @pytest.mark.parametrize("source", ["h5", "nifti", "nifti2023"])
 def test_round_trip_matches_preprocessing_of_the_source(synthetic_sources, tmp_path, source):
-  report = convert.convert(str(synthetic_sources / source), str(tmp_path), options=OPTIONS,
-                           progress=False)
+  report = convert.convert(
+    str(synthetic_sources / source), str(tmp_path), options=OPTIONS, progress=False
+  )
   assert report.patients == (2 if source == "nifti2023" else 3) and not report.bad
   examples = read_drop(report.drop_path)
   assert len(examples) == report.slices
@@ -83,8 +92,11 @@ def test_round_trip_matches_preprocessing_of_the_source(synthetic_sources, tmp_p
   assert manifest["normalization"]["scope"] == ("slice" if source == "h5" else "volume")
   for patient_number in range(1, report.patients + 1):
     patient = synthetic.make_patient(5, patient_number, num_slices=NUM_SLICES)
-    patient_id = (f"BraTS-GLI-{patient_number:05d}-000" if source == "nifti2023"
-                  else f"BraTS20_Training_{patient_number:03d}")
+    patient_id = (
+      f"BraTS-GLI-{patient_number:05d}-000"
+      if source == "nifti2023"
+      else f"BraTS20_Training_{patient_number:03d}"
+    )
     flair = np.transpose(patient.volumes["flair"], (2, 0, 1))[..., None].astype(np.float32)
     seg = np.transpose(patient.seg, (2, 0, 1))
     unified = np.where(seg == 4, 3, seg).astype(np.uint8)
@@ -115,13 +127,15 @@ def test_real_cases_keep_labels_and_follow_the_flair(real_cases, tmp_path):
     seg = np.asanyarray(nib.load(real_cases / case / f"{case}_seg.nii.gz").dataobj)
     flair = np.asanyarray(nib.load(real_cases / case / f"{case}_flair.nii.gz").dataobj)
     tumour_slices = [k for k in range(seg.shape[2]) if seg[:, :, k].any()]
-    stored_tumour = sorted(k for (pid, k), (_, label, _) in examples.items()
-                           if pid == case and label.any())
+    stored_tumour = sorted(
+      k for (pid, k), (_, label, _) in examples.items() if pid == case and label.any()
+    )
     assert stored_tumour == tumour_slices
     for k in tumour_slices:
       image, label, _ = examples[(case, k)]
       source_labels = preprocessing.resize_labels(
-          preprocessing.crop_square(seg[None, :, :, k], box), 128)[0]
+        preprocessing.crop_square(seg[None, :, :, k], box), 128
+      )[0]
       np.testing.assert_array_equal(label, np.where(source_labels == 4, 3, source_labels))
       if (source_labels == 4).any():
         assert (label == 3).any() and not (label == 4).any()
@@ -137,12 +151,16 @@ def test_modalities_become_channels_in_order(real_cases, tmp_path):
   lacking = real_cases / "Brats18_CBICA_XXX_1"
   lacking.mkdir()
   for role in ("flair", "t1", "t2", "seg"):
-    shutil.copy(real_cases / "Brats18_CBICA_AMH_1" / f"Brats18_CBICA_AMH_1_{role}.nii.gz",
-                lacking / f"Brats18_CBICA_XXX_1_{role}.nii.gz")
+    shutil.copy(
+      real_cases / "Brats18_CBICA_AMH_1" / f"Brats18_CBICA_AMH_1_{role}.nii.gz",
+      lacking / f"Brats18_CBICA_XXX_1_{role}.nii.gz",
+    )
   options = patient_conversion.ConversionOptions(image_size=64, modalities=("t1ce", "flair"))
   report = convert.convert(str(real_cases), str(tmp_path / "out"), options=options, progress=False)
   assert report.patients == 2
-  assert [e.path for e in report.bad] == [str(lacking)] and "has no t1ce file" in report.bad[0].reason
+  assert [e.path for e in report.bad] == [str(lacking)] and "has no t1ce file" in report.bad[
+    0
+  ].reason
   manifest = drops.load_manifest(report.drop_path)
   assert manifest["channels"] == 2 and manifest["modalities"] == ["t1ce", "flair"]
   examples = read_drop(report.drop_path)
@@ -156,19 +174,28 @@ def test_modalities_become_channels_in_order(real_cases, tmp_path):
 
 
 def test_workers_give_the_same_drop_as_one_process(synthetic_sources, tmp_path):
-  one = convert.convert(str(synthetic_sources / "h5"), str(tmp_path / "one"), options=OPTIONS,
-                        workers=1, progress=False)
-  two = convert.convert(str(synthetic_sources / "h5"), str(tmp_path / "two"), options=OPTIONS,
-                        workers=2, progress=False)
+  one = convert.convert(
+    str(synthetic_sources / "h5"), str(tmp_path / "one"), options=OPTIONS, workers=1, progress=False
+  )
+  two = convert.convert(
+    str(synthetic_sources / "h5"), str(tmp_path / "two"), options=OPTIONS, workers=2, progress=False
+  )
   for shard in drops.load_manifest(one.drop_path)["shards"]:
-    with open(os.path.join(one.drop_path, shard["file"]), "rb") as a, \
-        open(os.path.join(two.drop_path, shard["file"]), "rb") as b:
+    with (
+      open(os.path.join(one.drop_path, shard["file"]), "rb") as a,
+      open(os.path.join(two.drop_path, shard["file"]), "rb") as b,
+    ):
       assert a.read() == b.read()
 
 
 def test_shards_are_sized_by_bytes(synthetic_sources, tmp_path):
-  report = convert.convert(str(synthetic_sources / "nifti"), str(tmp_path), options=OPTIONS,
-                           shard_bytes=64 * 1024, progress=False)
+  report = convert.convert(
+    str(synthetic_sources / "nifti"),
+    str(tmp_path),
+    options=OPTIONS,
+    shard_bytes=64 * 1024,
+    progress=False,
+  )
   shards = drops.load_manifest(report.drop_path)["shards"]
   assert len(shards) > 5
   for shard in shards:
@@ -190,8 +217,9 @@ def test_new_drops_convert_only_new_patients_and_overwrite_moves_them(tmp_path):
   first = convert.convert(str(source), str(out), options=OPTIONS, progress=False)
   assert first.drop == "source" and first.patients == 2
 
-  synthetic.generate(str(source), num_patients=1, fmt="nifti", seed=1, num_slices=NUM_SLICES,
-                     first_patient=3)
+  synthetic.generate(
+    str(source), num_patients=1, fmt="nifti", seed=1, num_slices=NUM_SLICES, first_patient=3
+  )
   second = convert.convert(str(source), str(out), options=OPTIONS, progress=False)
   assert second.patients == 1 and second.drop == "source-2"
   assert second.skipped == ["BraTS20_Training_001", "BraTS20_Training_002"]
@@ -199,8 +227,9 @@ def test_new_drops_convert_only_new_patients_and_overwrite_moves_them(tmp_path):
   nothing = convert.convert(str(source), str(out), options=OPTIONS, progress=False)
   assert nothing.patients == 0 and len(nothing.skipped) == 3 and not nothing.nothing_done
 
-  again = convert.convert(str(source), str(out), options=OPTIONS, overwrite=True, drop="redo",
-                          progress=False)
+  again = convert.convert(
+    str(source), str(out), options=OPTIONS, overwrite=True, drop="redo", progress=False
+  )
   assert again.patients == 3
   assert [name for name, _ in drops.list_complete_drops(str(out))] == ["redo"]
   assert not verify.verify(str(out)).faults
@@ -214,8 +243,9 @@ def test_overwrite_rewrites_an_older_drop_that_keeps_other_patients(tmp_path):
   only_first = tmp_path / "first"
   only_first.mkdir()
   shutil.copytree(both / "BraTS20_Training_001", only_first / "BraTS20_Training_001")
-  report = convert.convert(str(only_first), str(out), options=OPTIONS, overwrite=True,
-                           progress=False)
+  report = convert.convert(
+    str(only_first), str(out), options=OPTIONS, overwrite=True, progress=False
+  )
   assert report.superseded == {"both": ["BraTS20_Training_001"]}
   assert list(drops.load_manifest(str(out / "both"))["patients"]) == ["BraTS20_Training_002"]
   assert list(drops.load_manifest(report.drop_path)["patients"]) == ["BraTS20_Training_001"]
@@ -224,9 +254,15 @@ def test_overwrite_rewrites_an_older_drop_that_keeps_other_patients(tmp_path):
 
 
 def test_cli_prints_a_summary_and_writes_overlays(synthetic_sources, tmp_path):
-  result = run_module("data_prep.convert_main", f"--input={synthetic_sources / 'nifti'}",
-                      f"--output_dir={tmp_path}", "--image_size=64", "--overlays=2",
-                      "--workers=2", check=True)
+  result = run_module(
+    "data_prep.convert_main",
+    f"--input={synthetic_sources / 'nifti'}",
+    f"--output_dir={tmp_path}",
+    "--image_size=64",
+    "--overlays=2",
+    "--workers=2",
+    check=True,
+  )
   summary = result.stdout.strip().splitlines()[-1]
   assert summary.startswith("converted 3 patients,") and "slices/s" in summary
   overlays = sorted(os.listdir(tmp_path / "nifti" / "overlays"))
@@ -237,10 +273,18 @@ def test_cli_prints_a_summary_and_writes_overlays(synthetic_sources, tmp_path):
 
 
 def test_the_local_runner_never_imports_beam(synthetic_sources, tmp_path):
-  code = ("import sys; from data_prep import convert, patient_conversion; "
-          f"convert.convert({str(synthetic_sources / 'nifti')!r}, {str(tmp_path)!r}, workers=2, "
-          "options=patient_conversion.ConversionOptions(image_size=32), progress=False); "
-          "assert 'apache_beam' not in sys.modules, 'beam imported'; print('ok')")
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300)
+  code = (
+    "import sys; from data_prep import convert, patient_conversion; "
+    f"convert.convert({str(synthetic_sources / 'nifti')!r}, {str(tmp_path)!r}, workers=2, "
+    "options=patient_conversion.ConversionOptions(image_size=32), progress=False); "
+    "assert 'apache_beam' not in sys.modules, 'beam imported'; print('ok')"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+    timeout=300,
+  )
   assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

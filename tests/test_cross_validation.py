@@ -12,8 +12,10 @@ from evaluation import cross_validation
 from evaluation import inference
 from input_pipeline import manifests
 
-_TINY = ("--epochs=1,--steps_per_epoch=2,--base_filters=4,--depth=2,--batch_size=8,"
-         "--lr_schedule=cosine,--checkpoint=last,--early_stopping_patience=0")
+_TINY = (
+  "--epochs=1,--steps_per_epoch=2,--base_filters=4,--depth=2,--batch_size=8,"
+  "--lr_schedule=cosine,--checkpoint=last,--early_stopping_patience=0"
+)
 
 
 def _run(*args):
@@ -28,8 +30,13 @@ def _data_dir(tiny_drop):
 def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   folds = sorted({p["fold"] for p in manifests.load_layout(str(data_dir)).patients.values()})[:2]
   out = tmp_path / "cv"
-  args = (f"--data_dir={data_dir}", f"--output_dir={out}", f"--folds={','.join(map(str, folds))}",
-          f"--train_args={_TINY}", "--stress=noise")
+  args = (
+    f"--data_dir={data_dir}",
+    f"--output_dir={out}",
+    f"--folds={','.join(map(str, folds))}",
+    f"--train_args={_TINY}",
+    "--stress=noise",
+  )
   first = _run(*args)
   assert first.returncode == 0, first.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
@@ -47,8 +54,11 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   segmenter = inference.build_segmenter([str(out)])
   assert len(segmenter.members) == len(folds) and segmenter.tta == rules["tta"]
 
-  stamps = {p: os.path.getmtime(p) for fold in folds
-            for p in (out / f"fold{fold}" / "training.json", out / f"fold{fold}" / "cv_scores.json")}
+  stamps = {
+    p: os.path.getmtime(p)
+    for fold in folds
+    for p in (out / f"fold{fold}" / "training.json", out / f"fold{fold}" / "cv_scores.json")
+  }
   second = _run(*args)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "training (" not in second.stdout and "scoring" not in second.stdout
@@ -69,15 +79,23 @@ def test_final_rows_apply_the_chosen_rules_to_the_saved_probabilities(tmp_path):
   probability = truth.astype(np.float32) * 0.9
   probability[0, 15:17, 15:17] = 0.8  # a small false positive
   for variant in (cross_validation.PLAIN, cross_validation.TTA):
-    cross_validation._save_probabilities(str(run_dir / "cv_probabilities" / f"P1_{variant}.npz"),
-                                         probability, truth, (1.0, 1.0, 1.0), 30.0)
+    cross_validation._save_probabilities(
+      str(run_dir / "cv_probabilities" / f"P1_{variant}.npz"),
+      probability,
+      truth,
+      (1.0, 1.0, 1.0),
+      30.0,
+    )
   from evaluation import postprocess
-  rules = inference.InferenceRules(tta=True, postprocessing=postprocess.PostProcessing(
-      min_component_voxels=10))
+
+  rules = inference.InferenceRules(
+    tta=True, postprocessing=postprocess.PostProcessing(min_component_voxels=10)
+  )
   rows = cross_validation.apply_rule_rows([str(run_dir)], rules, ("whole_tumor",), "whole_tumor")
   assert rows == [dict(rows[0], dice=1.0)] and rows[0]["variant"] == "final"
   plain = cross_validation.apply_rule_rows(
-      [str(run_dir)], inference.InferenceRules(tta=False), ("whole_tumor",), "whole_tumor")
+    [str(run_dir)], inference.InferenceRules(tta=False), ("whole_tumor",), "whole_tumor"
+  )
   assert plain[0]["dice"] == pytest.approx(2 * 50 / (50 + 54))
 
 
@@ -98,14 +116,17 @@ def test_regions_rules_choose_the_enhancing_rule_on_the_et_dice(tmp_path):
       probability[2, 8:10, 8:10, 2] = 0.8  # 4 false ET voxels inside the core
     for variant in (cross_validation.PLAIN, cross_validation.TTA):
       cross_validation._save_probabilities(
-          str(run_dir / "cv_probabilities" / f"{patient}_{variant}.npz"), probability, truth,
-          (1.0, 1.0, 1.0), 30.0)
-      rows.append({"patient_id": patient, "variant": variant, "region": "whole_tumor",
-                   "dice": 1.0})
+        str(run_dir / "cv_probabilities" / f"{patient}_{variant}.npz"),
+        probability,
+        truth,
+        (1.0, 1.0, 1.0),
+        30.0,
+      )
+      rows.append({"patient_id": patient, "variant": variant, "region": "whole_tumor", "dice": 1.0})
   rules, table = cross_validation.choose_rules(rows, [str(run_dir)], "regions")
   assert rules.postprocessing.min_enhancing_voxels == 50  # the smallest candidate that helps
   assert any("becomes core" in row["rule"] for row in table)
-  final = cross_validation.apply_rule_rows([str(run_dir)], rules,
-                                           ("whole_tumor", "tumor_core", "enhancing_tumor"),
-                                           "regions")
+  final = cross_validation.apply_rule_rows(
+    [str(run_dir)], rules, ("whole_tumor", "tumor_core", "enhancing_tumor"), "regions"
+  )
   assert [r["dice"] for r in final if r["region"] == "enhancing_tumor"] == [1.0, 1.0, 1.0]

@@ -17,18 +17,25 @@ def test_encoded_slice_parses_back_with_tensorflow():
   rng = np.random.default_rng(0)
   image = rng.normal(size=(8, 6, 2)).astype(np.float32)
   label = rng.integers(0, 4, size=(8, 6)).astype(np.uint8)
-  data = example_codec.encode_slice(image, label, patient_id="BraTS20_Training_007",
-                                    slice_index=300, fold=3, image_dtype="float16")
+  data = example_codec.encode_slice(
+    image, label, patient_id="BraTS20_Training_007", slice_index=300, fold=3, image_dtype="float16"
+  )
   proto = tf.train.Example.FromString(data)
   assert proto.features.feature["slice_index"].int64_list.value == [300]
   parsed = tfrecord_schema.parse_batch(tf.constant([data, data]))
   decoded = np.frombuffer(parsed["image"][1].numpy(), "<f2").reshape(8, 6, 2)
   np.testing.assert_array_equal(decoded, image.astype(np.float16))
-  np.testing.assert_array_equal(np.frombuffer(parsed["label"][0].numpy(), np.uint8).reshape(8, 6),
-                                label)
+  np.testing.assert_array_equal(
+    np.frombuffer(parsed["label"][0].numpy(), np.uint8).reshape(8, 6), label
+  )
   assert parsed["patient_id"][0].numpy() == b"BraTS20_Training_007"
-  assert [int(parsed[k][0]) for k in ("height", "width", "channels", "fold", "has_tumor")] == \
-      [8, 6, 2, 3, int(label.max() > 0)]
+  assert [int(parsed[k][0]) for k in ("height", "width", "channels", "fold", "has_tumor")] == [
+    8,
+    6,
+    2,
+    3,
+    int(label.max() > 0),
+  ]
 
 
 def test_large_varints_round_trip():
@@ -40,10 +47,18 @@ def test_large_varints_round_trip():
 def test_fold_hash_is_the_same_in_another_process_and_spreads_patients():
   ids = [f"BraTS20_Training_{i:03d}" for i in range(1, 370)]
   assigned = [folds.fold_of(pid, 5) for pid in ids]
-  code = ("from data_prep import folds; "
-          "print([folds.fold_of(f'BraTS20_Training_{i:03d}', 5) for i in range(1, 370)])")
-  other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=REPO_ROOT, env=dict(os.environ, PYTHONHASHSEED="123"))
+  code = (
+    "from data_prep import folds; "
+    "print([folds.fold_of(f'BraTS20_Training_{i:03d}', 5) for i in range(1, 370)])"
+  )
+  other = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=REPO_ROOT,
+    env=dict(os.environ, PYTHONHASHSEED="123"),
+  )
   assert other.stdout.strip() == str(assigned)
   counts = np.bincount(assigned, minlength=5)
   assert counts.min() > 50  # roughly 74 each

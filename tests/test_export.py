@@ -47,10 +47,20 @@ def _serve_in_fresh_process(saved_model, x, tmp_path):
   """(signature description, probabilities) from plain TensorFlow in a fresh interpreter."""
   np.save(tmp_path / "x.npy", x)
   result = subprocess.run(
-      [sys.executable, "-c", _LOAD_WITHOUT_PROJECT, str(saved_model), str(tmp_path / "x.npy"),
-       str(tmp_path / "y.npy")],
-      cwd=tmp_path, capture_output=True, text=True, timeout=120,
-      env=dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="2"))
+    [
+      sys.executable,
+      "-c",
+      _LOAD_WITHOUT_PROJECT,
+      str(saved_model),
+      str(tmp_path / "x.npy"),
+      str(tmp_path / "y.npy"),
+    ],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="2"),
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1]), np.load(tmp_path / "y.npy")
 
@@ -65,9 +75,11 @@ def test_training_exports_a_saved_model_that_serves_without_the_project(run_dir,
   assert not [n for n in os.listdir(run_dir) if n.startswith(".saved_model")]  # no leftovers
   x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
   signature, probabilities = _serve_in_fresh_process(saved_model, x, tmp_path)
-  assert signature == {"inputs": {"image": [[None, 32, 32, 1], "float32"]},
-                       "outputs": {"probabilities": [[None, 32, 32, 1], "float32"]},
-                       "project_loaded": []}
+  assert signature == {
+    "inputs": {"image": [[None, 32, 32, 1], "float32"]},
+    "outputs": {"probabilities": [[None, 32, 32, 1], "float32"]},
+    "project_loaded": [],
+  }
   expected = _keras_probabilities(run_dir / "best_model.keras", x)
   assert probabilities.shape == (3, 32, 32, 1)
   np.testing.assert_allclose(probabilities, expected, atol=1e-4)
@@ -84,8 +96,11 @@ def test_export_main_exports_and_reexports_an_older_run(run_dir, tmp_path):
   assert sorted(os.listdir(older)) == ["best_model.keras", "saved_model"]
   x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype(np.float32)
   signature = tf.saved_model.load(str(older / "saved_model")).signatures["serving_default"]
-  np.testing.assert_allclose(signature(image=tf.constant(x))["probabilities"].numpy(),
-                             _keras_probabilities(older / "best_model.keras", x), atol=1e-4)
+  np.testing.assert_allclose(
+    signature(image=tf.constant(x))["probabilities"].numpy(),
+    _keras_probabilities(older / "best_model.keras", x),
+    atol=1e-4,
+  )
 
 
 def _not_a_model(tmp_path):
@@ -113,13 +128,17 @@ def _empty_run_folder(tmp_path):
   return tmp_path / "run" / "best_model.keras", "no such file (a run folder holds"
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda tmp_path: (tmp_path / "missing", "no such file or folder"),
     _empty_run_folder,
     _not_a_model,
     _zip_without_model,
     _saved_model_folder,
-], ids=["missing", "empty_run_folder", "text_file", "zip_without_model", "saved_model"])
+  ],
+  ids=["missing", "empty_run_folder", "text_file", "zip_without_model", "saved_model"],
+)
 def test_a_bad_model_path_fails_in_one_line(tmp_path, make):
   path, reason = make(tmp_path)
   argument = path.parent if path.name == "best_model.keras" else path
@@ -133,9 +152,11 @@ def test_a_bad_model_path_fails_in_one_line(tmp_path, make):
 def test_a_destination_that_is_not_a_saved_model_is_left_alone(run_dir, tmp_path):
   notes = tmp_path / "notes.txt"
   notes.write_text("mine")
-  result = run_module("training.export_main", f"--model_dir={run_dir}", f"--output_dir={notes}",
-                      timeout=180)
+  result = run_module(
+    "training.export_main", f"--model_dir={run_dir}", f"--output_dir={notes}", timeout=180
+  )
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
-      f"error: {notes}: exists and is not a SavedModel folder; not replaced")
+    f"error: {notes}: exists and is not a SavedModel folder; not replaced"
+  )
   assert notes.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes.txt"]

@@ -24,8 +24,9 @@ def _source(tiny_drop, tiny_run):
 
 
 def _config(data_dir, model_dir, **overrides):
-  return trainer.TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
-                             **{**TINY_TRAINING, **overrides})
+  return trainer.TrainConfig(
+    data_dir=data_dir, model_dir=str(model_dir), **{**TINY_TRAINING, **overrides}
+  )
 
 
 def _validation_dice(keras_model, run):
@@ -39,8 +40,9 @@ def test_a_fine_tuned_run_starts_at_the_source_models_dice(source, tmp_path):
   data_dir, source_run = source
   strategy = tf.distribute.get_strategy()
   fine = trainer.Run(_config(data_dir, tmp_path / "fine", init_from=str(source_run)), strategy)
-  fine_h5 = trainer.Run(_config(data_dir, tmp_path / "fine_h5",
-                                init_from=str(source_run / "best_model.h5")), strategy)
+  fine_h5 = trainer.Run(
+    _config(data_dir, tmp_path / "fine_h5", init_from=str(source_run / "best_model.h5")), strategy
+  )
   fresh = trainer.Run(_config(data_dir, tmp_path / "fresh"), strategy)
   source_model = keras.models.load_model(source_run / "best_model.keras", compile=False)
   fine_dice = _validation_dice(fine.model, fine)
@@ -53,10 +55,17 @@ def test_a_fine_tuned_run_starts_at_the_source_models_dice(source, tmp_path):
 
 def test_cli_fine_tunes_with_a_frozen_encoder(source, tmp_path):
   data_dir, source_run = source
-  result = run_script("train_main.py", f"--data_dir={data_dir}",
-                      f"--model_dir={tmp_path / 'run'}", *TINY_TRAIN_FLAGS,
-                      f"--init_from={source_run / 'best_model.keras'}", "--freeze_encoder",
-                      "--epochs=1", "--steps_per_epoch=3", "--learning_rate=3e-3")
+  result = run_script(
+    "train_main.py",
+    f"--data_dir={data_dir}",
+    f"--model_dir={tmp_path / 'run'}",
+    *TINY_TRAIN_FLAGS,
+    f"--init_from={source_run / 'best_model.keras'}",
+    "--freeze_encoder",
+    "--epochs=1",
+    "--steps_per_epoch=3",
+    "--learning_rate=3e-3",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "initialized" in result.stderr and "froze" in result.stderr
   before = keras.models.load_model(source_run / "best_model.keras", compile=False)
@@ -81,40 +90,60 @@ def _saved(tmp_path, name, **config):
   return path
 
 
-@pytest.mark.parametrize("make,message", [
+@pytest.mark.parametrize(
+  "make,message",
+  [
     (lambda p: p / "missing.keras", "no such file or folder"),
     (lambda p: p, "no such file (a run folder holds the best_model.keras"),
-    (lambda p: _saved(p, "four.keras", channels=4),
-     "the model maps [N, 32, 32, 4] -> [N, 32, 32, 1]; this run needs [N, 32, 32, 1] -> "
-     "[N, 32, 32, 1]"),
-    (lambda p: _saved(p, "regions.keras", num_outputs=3),
-     "the model maps [N, 32, 32, 1] -> [N, 32, 32, 3]; this run needs"),
-    (lambda p: _saved(p, "wide.keras", base_filters=8),
-     "this run's layer down0_conv1 (weights [(3, 3, 1, 4)]) does not fit: the source has it "
-     "with weights [(3, 3, 1, 8)]"),
-], ids=["missing", "empty_folder", "channels", "outputs", "layers"])
+    (
+      lambda p: _saved(p, "four.keras", channels=4),
+      "the model maps [N, 32, 32, 4] -> [N, 32, 32, 1]; this run needs [N, 32, 32, 1] -> "
+      "[N, 32, 32, 1]",
+    ),
+    (
+      lambda p: _saved(p, "regions.keras", num_outputs=3),
+      "the model maps [N, 32, 32, 1] -> [N, 32, 32, 3]; this run needs",
+    ),
+    (
+      lambda p: _saved(p, "wide.keras", base_filters=8),
+      "this run's layer down0_conv1 (weights [(3, 3, 1, 4)]) does not fit: the source has it "
+      "with weights [(3, 3, 1, 8)]",
+    ),
+  ],
+  ids=["missing", "empty_folder", "channels", "outputs", "layers"],
+)
 def test_a_source_that_does_not_fit_is_refused(source, tmp_path, make, message):
   data_dir, _ = source
   path = make(tmp_path)
   with pytest.raises(trainer.ConfigError) as error:
-    trainer.Run(_config(data_dir, tmp_path / "run", init_from=str(path)),
-                tf.distribute.get_strategy())
+    trainer.Run(
+      _config(data_dir, tmp_path / "run", init_from=str(path)), tf.distribute.get_strategy()
+    )
   assert message in str(error.value) and str(path) in str(error.value)
   assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("flags,message", [
+@pytest.mark.parametrize(
+  "flags,message",
+  [
     (["--init_from=FOUR"], "error: FOUR: the model maps [N, 32, 32, 4] -> [N, 32, 32, 1]"),
     (["--init_from=/nonexistent/model.keras"], "--init_from must be an existing"),
     (["--freeze_encoder"], "--freeze_encoder needs --init_from"),
-])
+  ],
+)
 def test_cli_refuses_in_one_line(source, tmp_path, flags, message):
   data_dir, _ = source
   four = _saved(tmp_path, "four.keras", channels=4)
   flags = [flag.replace("FOUR", str(four)) for flag in flags]
-  result = run_script("train_main.py", f"--data_dir={data_dir}",
-                      f"--model_dir={tmp_path / 'run'}", *TINY_TRAIN_FLAGS,
-                      "--epochs=1", *flags, timeout=120)
+  result = run_script(
+    "train_main.py",
+    f"--data_dir={data_dir}",
+    f"--model_dir={tmp_path / 'run'}",
+    *TINY_TRAIN_FLAGS,
+    "--epochs=1",
+    *flags,
+    timeout=120,
+  )
   assert result.returncode == 1
   assert message.replace("FOUR", str(four)) in result.stderr
   assert "Traceback" not in result.stderr
@@ -122,7 +151,6 @@ def test_cli_refuses_in_one_line(source, tmp_path, flags, message):
 
 
 class _StopAfterFirstEpoch(keras.callbacks.Callback):
-
   def on_epoch_end(self, epoch, logs=None):
     raise RuntimeError("killed")
 
@@ -134,8 +162,13 @@ def test_a_backup_wins_over_init_from(source, tmp_path):
   interrupted = trainer.Run(_config(data_dir, model_dir, seed=5), strategy)
   backup = keras.callbacks.BackupAndRestore(str(model_dir / "backup"))
   with pytest.raises(RuntimeError):
-    interrupted.model.fit(interrupted.train_dataset(), epochs=2, steps_per_epoch=1, verbose=0,
-                          callbacks=[backup, _StopAfterFirstEpoch()])
+    interrupted.model.fit(
+      interrupted.train_dataset(),
+      epochs=2,
+      steps_per_epoch=1,
+      verbose=0,
+      callbacks=[backup, _StopAfterFirstEpoch()],
+    )
   assert (model_dir / "backup" / "latest.weights.h5").is_file()
   resumed = trainer.Run(_config(data_dir, model_dir, seed=5, init_from=str(source_run)), strategy)
   fresh = trainer.Run(_config(data_dir, tmp_path / "other", seed=5), strategy)

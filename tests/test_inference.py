@@ -20,16 +20,23 @@ SIZE = 32
 
 def _save_run(run_dir, seed, recipe, task="whole_tumor"):
   import keras
+
   keras.utils.set_random_seed(seed)
-  config = unet.UNetConfig(image_size=recipe.image_size, channels=recipe.channels,
-                           num_outputs=1 if task == "whole_tumor" else 3, depth=2,
-                           base_filters=4, dropout=0.0)
+  config = unet.UNetConfig(
+    image_size=recipe.image_size,
+    channels=recipe.channels,
+    num_outputs=1 if task == "whole_tumor" else 3,
+    depth=2,
+    base_filters=4,
+    dropout=0.0,
+  )
   model = unet.build_unet(config)
   os.makedirs(run_dir, exist_ok=True)
   model.save(os.path.join(run_dir, inference.MODEL_FILE))
   with open(os.path.join(run_dir, contract.DATASET_INFO), "w") as f:
-    json.dump({"task": task, "preprocessing": recipe.to_json(), "val_fold": 1,
-               "train_folds": [0, 2]}, f)
+    json.dump(
+      {"task": task, "preprocessing": recipe.to_json(), "val_fold": 1, "train_folds": [0, 2]}, f
+    )
   return model
 
 
@@ -59,9 +66,17 @@ def test_tta_is_the_mean_of_the_eight_transformed_and_transformed_back_predictio
   members = inference.load_members([str(runs / "fold0")])
   model = members[0].model
   images = _images()
-  expected = np.mean([np.asarray(inference.inverse_symmetric(
-      model.predict_on_batch(np.asarray(augment.symmetric(tf.constant(images), i))), i))
-      for i in range(augment.NUM_SYMMETRIES)], axis=0)
+  expected = np.mean(
+    [
+      np.asarray(
+        inference.inverse_symmetric(
+          model.predict_on_batch(np.asarray(augment.symmetric(tf.constant(images), i))), i
+        )
+      )
+      for i in range(augment.NUM_SYMMETRIES)
+    ],
+    axis=0,
+  )
   mean, spread = inference.Segmenter(members, tta=True).network_probabilities(images)
   np.testing.assert_allclose(mean, expected, atol=1e-6)
   assert spread is not None and spread.shape == mean.shape and (spread > 0).any()
@@ -75,8 +90,9 @@ def test_an_ensemble_of_a_model_with_itself_equals_the_model(runs):
   one = inference.Segmenter(inference.load_members([str(runs / "fold0")]))
   twice = inference.Segmenter(inference.load_members([str(runs / "fold0"), str(runs / "fold0")]))
   images = _images()
-  np.testing.assert_allclose(twice.network_probabilities(images)[0],
-                             one.network_probabilities(images)[0], atol=1e-6)
+  np.testing.assert_allclose(
+    twice.network_probabilities(images)[0], one.network_probabilities(images)[0], atol=1e-6
+  )
 
 
 def test_a_cross_validation_folder_is_an_ensemble_of_its_folds(runs, tmp_path):
@@ -100,8 +116,9 @@ def test_members_prepared_differently_are_refused_in_one_line(runs):
 
 
 def test_rules_recorded_with_a_model_are_applied(runs, tmp_path):
-  rules = inference.InferenceRules(tta=False, postprocessing=postprocess.PostProcessing(
-      min_component_voxels=5))
+  rules = inference.InferenceRules(
+    tta=False, postprocessing=postprocess.PostProcessing(min_component_voxels=5)
+  )
   run = tmp_path / "run"
   os.symlink(runs / "fold0", run)
   info = contract.read(str(runs / "fold0"))
@@ -142,11 +159,15 @@ def test_a_dataset_json_of_another_task_is_refused_in_one_line(runs, tmp_path):
   assert "the model beside it has 1" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("change", [
+@pytest.mark.parametrize(
+  "change",
+  [
     lambda info: {k: v for k, v in info.items() if k not in ("preprocessing", "image_size")},
     lambda info: {**info, "inference": "tta please"},
     lambda info: {**info, "inference": {"postprocessing": {"min_blobs": 3}}},
-], ids=["no_recipe", "rules_not_a_dict", "unknown_rule"])
+  ],
+  ids=["no_recipe", "rules_not_a_dict", "unknown_rule"],
+)
 def test_a_damaged_dataset_json_is_refused_in_one_line(runs, tmp_path, change):
   run = tmp_path / "run"
   shutil.copytree(runs / "fold0", run)
@@ -159,8 +180,10 @@ def test_a_damaged_dataset_json_is_refused_in_one_line(runs, tmp_path, change):
 
 def test_a_saved_model_is_pointed_to_its_run_folder(tmp_path):
   (tmp_path / "saved_model.pb").write_bytes(b"")
-  for load in (lambda: inference.load_members([str(tmp_path)]),
-               lambda: inference.load_members(model_paths=[str(tmp_path)])):
+  for load in (
+    lambda: inference.load_members([str(tmp_path)]),
+    lambda: inference.load_members(model_paths=[str(tmp_path)]),
+  ):
     with pytest.raises(inference.EvaluationError) as error:
       load()
     assert str(error.value).startswith(f"{tmp_path}: a SavedModel, for serving")
@@ -175,7 +198,7 @@ def test_segment_pastes_back_into_the_source_grid(runs):
   assert not result.probability[0].any()  # no brain on slice 0: nothing predicted there
   box = result.slices.crop
   outside = np.ones((60, 50), bool)
-  outside[max(box.row, 0):box.row + box.size, max(box.column, 0):box.column + box.size] = False
+  outside[max(box.row, 0) : box.row + box.size, max(box.column, 0) : box.column + box.size] = False
   assert not result.probability[:, outside].any()
   assert segmenter.segment(np.zeros((3, 20, 20, 1), np.float32), None, "nifti") is None
 
@@ -194,8 +217,12 @@ def test_region_masks_are_nested_and_label_maps_follow_the_scheme():
   assert inference.label_map(masks, "regions", "brats2023")[0, 0, 0] == 3
   unified = np.array([[[0, 1, 2, 3]]], np.uint8)
   truth = inference.truth_masks(unified, "regions")
-  assert truth[0, 0].tolist() == [[False] * 3, [True, True, False], [True, False, False],
-                                  [True, True, True]]
+  assert truth[0, 0].tolist() == [
+    [False] * 3,
+    [True, True, False],
+    [True, False, False],
+    [True, True, True],
+  ]
 
 
 def test_one_pass_with_and_without_tta_equals_two_segmenters(runs):
@@ -203,8 +230,10 @@ def test_one_pass_with_and_without_tta_equals_two_segmenters(runs):
   image = np.zeros((6, 60, 50, 1), np.float32)
   image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
   plain, tta = inference.Segmenter(members, tta=True).segment_with_and_without_tta(image, "nifti")
-  for got, segmenter in ((plain, inference.Segmenter(members, tta=False)),
-                         (tta, inference.Segmenter(members, tta=True))):
+  for got, segmenter in (
+    (plain, inference.Segmenter(members, tta=False)),
+    (tta, inference.Segmenter(members, tta=True)),
+  ):
     expected = segmenter.segment(image, None, "nifti")
     np.testing.assert_allclose(got.probability, expected.probability, atol=1e-6)
     np.testing.assert_array_equal(got.masks, expected.masks)

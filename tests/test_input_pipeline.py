@@ -1,4 +1,5 @@
-"""The tf.data reader: round trip, targets, augmentation alignment, sharding, determinism, errors."""
+"""The tf.data reader: round trip, targets, augmentation alignment, sharding, determinism,
+errors."""
 
 import json
 import os
@@ -24,11 +25,17 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("reader")
-  synthetic.generate(str(root / "source"), num_patients=6, fmt="nifti", seed=11,
-                     num_slices=NUM_SLICES)
+  synthetic.generate(
+    str(root / "source"), num_patients=6, fmt="nifti", seed=11, num_slices=NUM_SLICES
+  )
   options = patient_conversion.ConversionOptions(image_size=SIZE)
-  convert.convert(str(root / "source"), str(root / "tfrecords"), options=options,
-                  shard_bytes=40_000, progress=False)  # several small shards per fold
+  convert.convert(
+    str(root / "source"),
+    str(root / "tfrecords"),
+    options=options,
+    shard_bytes=40_000,
+    progress=False,
+  )  # several small shards per fold
   return str(root / "tfrecords")
 
 
@@ -43,8 +50,9 @@ def _collect(dataset):
 
 
 def test_round_trip_from_source_to_batches(data_dir):
-  dataset = reader.build_dataset(data_dir, training=False, with_metadata=True, global_batch_size=16,
-                                 task="regions")
+  dataset = reader.build_dataset(
+    data_dir, training=False, with_metadata=True, global_batch_size=16, task="regions"
+  )
   examples = _collect(dataset)
   layout = manifests.load_layout(data_dir)
   assert len(examples) == layout.num_examples
@@ -54,7 +62,8 @@ def test_round_trip_from_source_to_batches(data_dir):
     flair = np.transpose(patient.volumes["flair"], (2, 0, 1))[..., None]
     seg = np.transpose(patient.seg, (2, 0, 1))
     expected = preprocessing.Recipe(image_size=SIZE).preprocess(
-        flair, np.where(seg == 4, 3, seg), "nifti")
+      flair, np.where(seg == 4, 3, seg), "nifti"
+    )
     for image, label, k in zip(expected.images, expected.labels, expected.slice_indices):
       got_image, got_target = examples[(f"BraTS20_Training_{number:03d}", int(k))]
       assert got_image.dtype == np.float32 and got_image.shape == (SIZE, SIZE, 1)
@@ -66,8 +75,11 @@ def test_round_trip_from_source_to_batches(data_dir):
 
 def test_evaluation_order_keeps_each_patients_slices_in_order(data_dir):
   dataset = reader.build_dataset(data_dir, training=False, with_metadata=True, global_batch_size=7)
-  keys = [(p.decode(), int(k)) for batch in dataset
-          for p, k in zip(batch["patient_id"].numpy(), batch["slice_index"].numpy())]
+  keys = [
+    (p.decode(), int(k))
+    for batch in dataset
+    for p, k in zip(batch["patient_id"].numpy(), batch["slice_index"].numpy())
+  ]
   patients = [pid for pid, _ in keys]
   runs = [pid for i, pid in enumerate(patients) if i == 0 or patients[i - 1] != pid]
   assert len(runs) == len(set(runs)), "a patient's slices are split apart"
@@ -101,20 +113,24 @@ def _near_edge(label):
   edge = np.zeros(label.shape, bool)
   for dy in (-1, 0, 1):
     for dx in (-1, 0, 1):
-      shifted = padded[:, 1 + dy:1 + dy + label.shape[1], 1 + dx:1 + dx + label.shape[2]]
+      shifted = padded[:, 1 + dy : 1 + dy + label.shape[1], 1 + dx : 1 + dx + label.shape[2]]
       edge |= shifted != label
   return edge
 
 
 @pytest.mark.parametrize("rotate_scale_probability", [0.0, 1.0])
 def test_augmentation_keeps_image_and_target_aligned(rotate_scale_probability):
-  config = augment.AugmentConfig(rotate_scale_probability=rotate_scale_probability,
-                                 max_intensity_scale_delta=0.0, max_intensity_shift=0.0)
+  config = augment.AugmentConfig(
+    rotate_scale_probability=rotate_scale_probability,
+    max_intensity_scale_delta=0.0,
+    max_intensity_shift=0.0,
+  )
   image, label = _l_shapes()
   moved = 0
   for seed in range(8):
-    out_image, out_label = augment.augment_batch(image, label, tf.constant([seed, 1], tf.int64),
-                                                 config)
+    out_image, out_label = augment.augment_batch(
+      image, label, tf.constant([seed, 1], tf.int64), config
+    )
     out_image, out_label = out_image.numpy()[..., 0], out_label.numpy()
     if rotate_scale_probability == 0.0:
       np.testing.assert_array_equal(out_image, out_label)  # symmetries move pixels exactly
@@ -141,10 +157,12 @@ def test_symmetry_matrices_describe_the_symmetries():
   image, label = _l_shapes(batch=2)
   for index in range(augment.NUM_SYMMETRIES):
     matrices = tf.tile(augment.symmetry_matrix(index)[None], [2, 1, 1])
-    np.testing.assert_array_equal(augment.resample_image(image, matrices).numpy(),
-                                  augment.symmetric(image, index).numpy())
-    np.testing.assert_array_equal(augment.resample_label(label, matrices).numpy(),
-                                  augment.symmetric(label, index).numpy())
+    np.testing.assert_array_equal(
+      augment.resample_image(image, matrices).numpy(), augment.symmetric(image, index).numpy()
+    )
+    np.testing.assert_array_equal(
+      augment.resample_label(label, matrices).numpy(), augment.symmetric(label, index).numpy()
+    )
 
 
 def test_resampler_matches_tensorflow_image_transform():
@@ -152,19 +170,27 @@ def test_resampler_matches_tensorflow_image_transform():
   rng = np.random.default_rng(0)
   image = tf.constant(rng.normal(size=(4, 48, 48, 2)).astype(np.float32))
   label = tf.constant(rng.integers(0, 4, size=(4, 48, 48)).astype(np.uint8))
-  matrices = augment.rotation_scale_matrices(tf.constant([5, 6], tf.int64), 4,
-                                             augment.AugmentConfig(max_rotation_degrees=30))
+  matrices = augment.rotation_scale_matrices(
+    tf.constant([5, 6], tf.int64), 4, augment.AugmentConfig(max_rotation_degrees=30)
+  )
   m, centre = matrices.numpy(), (48 - 1) / 2
   offset = centre - m @ np.array([centre, centre])
-  transforms = np.concatenate([m[:, 0], offset[:, :1], m[:, 1], offset[:, 1:], np.zeros((4, 2))],
-                              axis=1).astype(np.float32)
+  transforms = np.concatenate(
+    [m[:, 0], offset[:, :1], m[:, 1], offset[:, 1:], np.zeros((4, 2))], axis=1
+  ).astype(np.float32)
   transform = lambda x, how: tf.raw_ops.ImageProjectiveTransformV3(
-      images=x, transforms=transforms, output_shape=[48, 48], fill_value=0.0,
-      interpolation=how, fill_mode="CONSTANT")
+    images=x,
+    transforms=transforms,
+    output_shape=[48, 48],
+    fill_value=0.0,
+    interpolation=how,
+    fill_mode="CONSTANT",
+  )
   compiled_image = augment._resampled_image(image, matrices, 1.0, 0.0).numpy()  # intensity off
   np.testing.assert_allclose(compiled_image, transform(image, "BILINEAR").numpy(), atol=1e-4)
-  np.testing.assert_allclose(augment.resample_image(image, matrices).numpy(), compiled_image,
-                             atol=1e-4)  # XLA and plain TF agree to float rounding
+  np.testing.assert_allclose(
+    augment.resample_image(image, matrices).numpy(), compiled_image, atol=1e-4
+  )  # XLA and plain TF agree to float rounding
   reference_label = transform(label[..., None], "NEAREST").numpy()[..., 0]
   mismatch = augment._resampled_label(label, matrices).numpy() != reference_label
   assert mismatch.mean() < 0.002  # only exact halfway points may round the other way
@@ -173,9 +199,12 @@ def test_resampler_matches_tensorflow_image_transform():
 def test_intensity_augmentation_leaves_background_zero():
   image = np.zeros((4, 32, 32, 1), np.float32)
   image[:, 8:24, 8:24] = 1.0
-  out, _ = augment.augment_batch(tf.constant(image), tf.zeros((4, 32, 32), tf.uint8),
-                                 tf.constant([3, 4], tf.int64),
-                                 augment.AugmentConfig(rotate_scale_probability=0.0))
+  out, _ = augment.augment_batch(
+    tf.constant(image),
+    tf.zeros((4, 32, 32), tf.uint8),
+    tf.constant([3, 4], tf.int64),
+    augment.AugmentConfig(rotate_scale_probability=0.0),
+  )
   out = out.numpy()
   assert np.all(out[out != 0] != 1.0)  # brain intensities changed
   assert np.count_nonzero(out) == np.count_nonzero(image)
@@ -185,27 +214,47 @@ def test_two_input_pipelines_read_disjoint_files_covering_everything(data_dir):
   layout = manifests.load_layout(data_dir)
   files = [shard.path for shard in layout.shards]
   assert len(files) >= 4
-  contexts = [tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i,
-                                         num_replicas_in_sync=2) for i in range(2)]
+  contexts = [
+    tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2)
+    for i in range(2)
+  ]
   shares = [set(reader.shard_files(files, c, seed=5)[0]) for c in contexts]
   assert not shares[0] & shares[1] and shares[0] | shares[1] == set(files)
-  examples = [set(_collect(reader.build_dataset(
-      data_dir, training=False, with_metadata=True, global_batch_size=8, input_context=c)))
-      for c in contexts]
+  examples = [
+    set(
+      _collect(
+        reader.build_dataset(
+          data_dir, training=False, with_metadata=True, global_batch_size=8, input_context=c
+        )
+      )
+    )
+    for c in contexts
+  ]
   assert not examples[0] & examples[1]
   assert len(examples[0] | examples[1]) == layout.num_examples
 
 
 def test_fewer_files_than_pipelines_falls_back_to_records(data_dir):
   layout = manifests.load_layout(data_dir, folds=[0])
-  contexts = [tf.distribute.InputContext(num_input_pipelines=64, input_pipeline_id=i,
-                                         num_replicas_in_sync=64) for i in range(64)]
+  contexts = [
+    tf.distribute.InputContext(num_input_pipelines=64, input_pipeline_id=i, num_replicas_in_sync=64)
+    for i in range(64)
+  ]
   assert reader.shard_files([s.path for s in layout.shards], contexts[0], seed=0)[1]
   seen = set()
   for context in contexts[:3]:
-    keys = set(_collect(reader.build_dataset(data_dir, folds=[0], training=False,
-                                             with_metadata=True, global_batch_size=64,
-                                             input_context=context)))
+    keys = set(
+      _collect(
+        reader.build_dataset(
+          data_dir,
+          folds=[0],
+          training=False,
+          with_metadata=True,
+          global_batch_size=64,
+          input_context=context,
+        )
+      )
+    )
     assert not keys & seen
     seen |= keys
 
@@ -214,6 +263,7 @@ def test_seeded_deterministic_runs_give_identical_batches(data_dir):
   def first_batches(seed):
     dataset = reader.build_dataset(data_dir, global_batch_size=8, seed=seed, deterministic=True)
     return [(x.numpy(), y.numpy()) for x, y in dataset.take(3)]
+
   a, b, c = first_batches(3), first_batches(3), first_batches(4)
   for (xa, ya), (xb, yb) in zip(a, b):
     np.testing.assert_array_equal(xa, xb)
@@ -224,8 +274,9 @@ def test_seeded_deterministic_runs_give_identical_batches(data_dir):
 def test_rebalancing_reaches_the_requested_tumour_fraction(data_dir):
   layout = manifests.load_layout(data_dir)
   for wanted in (0.2, 0.8):
-    dataset = reader.build_dataset(data_dir, global_batch_size=32, tumor_fraction=wanted,
-                                   augment=False, seed=1)
+    dataset = reader.build_dataset(
+      data_dir, global_batch_size=32, tumor_fraction=wanted, augment=False, seed=1
+    )
     has_tumour = [float(np.mean(y.numpy().max(axis=(1, 2, 3)) > 0)) for _, y in dataset.take(40)]
     assert abs(np.mean(has_tumour) - wanted) < 0.07, (layout.tumor_fraction, np.mean(has_tumour))
 
@@ -242,7 +293,8 @@ def test_keep_probabilities():
 def test_mirrored_strategy_gets_per_replica_batches(data_dir):
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   dataset = strategy.distribute_datasets_from_function(
-      reader.dataset_fn(data_dir, global_batch_size=8, seed=0))
+    reader.dataset_fn(data_dir, global_batch_size=8, seed=0)
+  )
   images, targets = next(iter(dataset))
   local = strategy.experimental_local_results(images)
   assert len(local) == 2 and all(t.shape == (4, SIZE, SIZE, 1) for t in local)
@@ -263,31 +315,59 @@ def test_drops_that_disagree_on_image_size_are_refused(tmp_path):
   source = tmp_path / "source"
   synthetic.generate(str(source), num_patients=1, fmt="nifti", seed=1, num_slices=NUM_SLICES)
   for size, name in ((32, "small"), (64, "large")):
-    convert.convert(str(source), str(tmp_path / "tfrecords"), drop=name, overwrite=True,
-                    options=patient_conversion.ConversionOptions(image_size=size), progress=False)
+    convert.convert(
+      str(source),
+      str(tmp_path / "tfrecords"),
+      drop=name,
+      overwrite=True,
+      options=patient_conversion.ConversionOptions(image_size=size),
+      progress=False,
+    )
   os.makedirs(tmp_path / "tfrecords", exist_ok=True)
   # --overwrite moved the patient; put a copy of the other size back as a second drop
-  convert.convert(str(source), str(tmp_path / "other"), drop="small",
-                  options=patient_conversion.ConversionOptions(image_size=32), progress=False)
+  convert.convert(
+    str(source),
+    str(tmp_path / "other"),
+    drop="small",
+    options=patient_conversion.ConversionOptions(image_size=32),
+    progress=False,
+  )
   os.rename(tmp_path / "other" / "small", tmp_path / "tfrecords" / "small")
   with pytest.raises(manifests.DataError, match="differs from drop"):
     reader.build_dataset(str(tmp_path / "tfrecords"))
 
 
 def test_benchmark_prints_every_stage_and_a_summary(data_dir):
-  result = run_module("input_pipeline.benchmark_main", f"--data_dir={data_dir}", "--batch_size=8",
-                      "--steps=3", "--warmup_steps=1", "--rounds=2", "--breakdown",
-                      "--memory_factor=2", check=True)
+  result = run_module(
+    "input_pipeline.benchmark_main",
+    f"--data_dir={data_dir}",
+    "--batch_size=8",
+    "--steps=3",
+    "--warmup_steps=1",
+    "--rounds=2",
+    "--breakdown",
+    "--memory_factor=2",
+    check=True,
+  )
   lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
   names = [line["benchmark"] for line in lines]
-  assert names == ["ceiling", "ceiling_then_shuffle", "then_parse_example", "then_decode_raw",
-                   "reader", "reader_augmented", "reader_augmented_without_rotate_scale",
-                   "reader_memory_check", "reader_summary"]
+  assert names == [
+    "ceiling",
+    "ceiling_then_shuffle",
+    "then_parse_example",
+    "then_decode_raw",
+    "reader",
+    "reader_augmented",
+    "reader_augmented_without_rotate_scale",
+    "reader_memory_check",
+    "reader_summary",
+  ]
   for line in lines[:7]:
     assert len(line["rounds_examples_per_sec"]) == 2 and line["examples_per_round"] == 24
     rounds = line["rounds_examples_per_sec"]
     assert line["examples_per_sec"] == pytest.approx(sum(rounds) / 2, abs=0.1)  # median of 2
   summary = lines[-1]
   assert summary["reader_vs_ceiling"] == round(
-      lines[4]["examples_per_sec"] / lines[0]["examples_per_sec"], 3)
+    lines[4]["examples_per_sec"] / lines[0]["examples_per_sec"], 3
+  )
   assert summary["memory_ratio_x2_data"] > 0 and summary["h5py_baseline_examples_per_sec"] is None

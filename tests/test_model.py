@@ -10,11 +10,18 @@ from model import metrics
 from model import unet
 
 
-@pytest.mark.parametrize("depth,upsampling,outputs", [(2, "transpose", 1), (3, "bilinear", 3),
-                                                      (1, "transpose", 3)])
+@pytest.mark.parametrize(
+  "depth,upsampling,outputs", [(2, "transpose", 1), (3, "bilinear", 3), (1, "transpose", 3)]
+)
 def test_shapes(depth, upsampling, outputs):
-  config = unet.UNetConfig(image_size=32, channels=2, num_outputs=outputs, depth=depth,
-                           base_filters=4, upsampling=upsampling)
+  config = unet.UNetConfig(
+    image_size=32,
+    channels=2,
+    num_outputs=outputs,
+    depth=depth,
+    base_filters=4,
+    upsampling=upsampling,
+  )
   model = unet.build_unet(config)
   out = model(np.zeros((3, 32, 32, 2), np.float32))
   assert out.shape == (3, 32, 32, outputs) and out.dtype == "float32"
@@ -43,7 +50,9 @@ def test_dice_loss_values():
   half = truth * 0.5
   # 2 * (16 * 0.5) / (16 + 8) = 2/3
   assert float(losses.SoftDiceLoss(smooth=0)(truth, half)) == pytest.approx(1 / 3, abs=1e-5)
-  assert float(losses.BceDiceLoss(smooth=0)(truth, half)) > float(losses.SoftDiceLoss(smooth=0)(truth, half))
+  assert float(losses.BceDiceLoss(smooth=0)(truth, half)) > float(
+    losses.SoftDiceLoss(smooth=0)(truth, half)
+  )
 
 
 @pytest.mark.parametrize("name", losses.LOSS_NAMES)
@@ -151,6 +160,7 @@ def test_region_weights_weight_the_dice_of_each_channel():
   weighted = losses.SoftDiceLoss(smooth=0, region_weights=(1, 1, 2))
   assert plain == pytest.approx(1 / 3, abs=1e-5)
   assert float(weighted(truth, prediction)) == pytest.approx(2 / 4, abs=1e-5)
-  restored = keras.losses.deserialize(keras.losses.serialize(
-      losses.get_loss("bce_dice", region_weights=(1, 1, 2))))
+  restored = keras.losses.deserialize(
+    keras.losses.serialize(losses.get_loss("bce_dice", region_weights=(1, 1, 2)))
+  )
   assert float(restored(truth, prediction)) > float(losses.get_loss("bce_dice")(truth, prediction))

@@ -22,11 +22,11 @@ def _components_of_known_sizes():
   """Separate components of 1000, 200, 90, 54 and 8 voxels; the 54 are two cubes of 27 that
   touch only by a corner, one component with 26-connectivity."""
   parts = {
-      1000: _box((1, 1, 1), (10, 10, 10)),
-      200: _box((1, 20, 1), (5, 5, 8)),
-      90: _box((1, 30, 20), (2, 5, 9)),
-      54: _box((14, 2, 20), (3, 3, 3)) | _box((17, 5, 23), (3, 3, 3)),
-      8: _box((15, 35, 35), (2, 2, 2)),
+    1000: _box((1, 1, 1), (10, 10, 10)),
+    200: _box((1, 20, 1), (5, 5, 8)),
+    90: _box((1, 30, 20), (2, 5, 9)),
+    54: _box((14, 2, 20), (3, 3, 3)) | _box((17, 5, 23), (3, 3, 3)),
+    8: _box((15, 35, 35), (2, 2, 2)),
   }
   for size, part in parts.items():
     assert np.count_nonzero(part) == size
@@ -51,21 +51,25 @@ def test_apply_drops_exactly_the_components_below_the_size():
   kept = PostProcessing(min_component_voxels=54).apply(mask)
   np.testing.assert_array_equal(kept, _union(parts, (1000, 200, 90, 54)))
   # the corner-touching cubes are one component of 54: a threshold of 28 would drop two 27s
-  np.testing.assert_array_equal(PostProcessing(min_component_voxels=28).apply(mask),
-                                _union(parts, (1000, 200, 90, 54)))
-  np.testing.assert_array_equal(PostProcessing(min_component_voxels=55).apply(mask),
-                                _union(parts, (1000, 200, 90)))
+  np.testing.assert_array_equal(
+    PostProcessing(min_component_voxels=28).apply(mask), _union(parts, (1000, 200, 90, 54))
+  )
+  np.testing.assert_array_equal(
+    PostProcessing(min_component_voxels=55).apply(mask), _union(parts, (1000, 200, 90))
+  )
   assert kept is not mask and np.array_equal(mask, _union(parts, parts))  # input untouched
 
 
 def test_relative_rule_and_largest_only():
   parts = _components_of_known_sizes()
   mask = _union(parts, parts)
-  np.testing.assert_array_equal(PostProcessing(min_relative_size=0.1).apply(mask),
-                                _union(parts, (1000, 200)))
+  np.testing.assert_array_equal(
+    PostProcessing(min_relative_size=0.1).apply(mask), _union(parts, (1000, 200))
+  )
   # a component exactly at the threshold (200 = 20% of 1000) is kept
-  np.testing.assert_array_equal(PostProcessing(min_relative_size=0.2).apply(mask),
-                                _union(parts, (1000, 200)))
+  np.testing.assert_array_equal(
+    PostProcessing(min_relative_size=0.2).apply(mask), _union(parts, (1000, 200))
+  )
   np.testing.assert_array_equal(PostProcessing(min_relative_size=1.0).apply(mask), parts[1000])
   both = PostProcessing(min_component_voxels=95, min_relative_size=0.05)  # 50 and 95 voxels
   np.testing.assert_array_equal(both.apply(mask), _union(parts, (1000, 200)))
@@ -88,7 +92,8 @@ def test_json_round_trip_and_description():
   assert PostProcessing().describe() == "no post-processing"
   assert PostProcessing(min_component_voxels=200).describe() == "drop components < 200 voxels"
   assert PostProcessing(min_relative_size=0.05).describe() == (
-      "drop components < 5% of the largest")
+    "drop components < 5% of the largest"
+  )
   assert PostProcessing(min_relative_size=1.0).describe() == "keep the largest component only"
   with pytest.raises(ValueError):
     PostProcessing.from_json({"min_voxels": 3})
@@ -105,7 +110,7 @@ def test_candidate_rules_are_the_fixed_short_list():
 
 def _ball(shape, center, radius):
   grid = np.ogrid[tuple(slice(0, n) for n in shape)]
-  return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius ** 2
+  return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius**2
 
 
 CASE_SHAPE = (24, 48, 48)
@@ -147,9 +152,11 @@ def test_choose_rule_refuses_a_rule_that_deletes_small_true_tumours():
 def test_choose_rule_refuses_a_mean_gain_that_harms_most_patients():
   satellite = _box((2, 2, 2), (3, 3, 3), CASE_SHAPE)  # a true 27-voxel lesion
   false_alarm = _box((2, 2, 30), (5, 5, 7), CASE_SHAPE)  # a 175-voxel false positive
-  cases = [(_tumour(0), _tumour(0) | false_alarm),  # Dice +0.040 once the blob is dropped
-           (_tumour(0) | satellite, _tumour(0) | satellite),  # -0.006 each without the lesion
-           (_tumour(0) | satellite, _tumour(0) | satellite)]
+  cases = [
+    (_tumour(0), _tumour(0) | false_alarm),  # Dice +0.040 once the blob is dropped
+    (_tumour(0) | satellite, _tumour(0) | satellite),  # -0.006 each without the lesion
+    (_tumour(0) | satellite, _tumour(0) | satellite),
+  ]
   only = PostProcessing(min_component_voxels=200)
   rule, (row,) = postprocess.choose_rule(cases, [only])
   assert row["mean_dice"] > row["median_dice"]  # the mean rises, pulled up by one patient
@@ -159,16 +166,20 @@ def test_choose_rule_refuses_a_mean_gain_that_harms_most_patients():
 
 def test_small_enhancing_tumour_becomes_core_in_the_label_map():
   from evaluation import inference
+
   probability = np.zeros((4, 8, 8, 3), np.float32)
   probability[1:3, 2:6, 2:6, :2] = 0.9  # WT and TC: 32 voxels
   probability[1, 3:5, 3:5, 2] = 0.9  # ET: 4 voxels, inside the core
   rule = PostProcessing(min_enhancing_voxels=5)
-  labels = inference.label_map(inference.region_masks(probability, "regions", rule),
-                               "regions", "brats2018")
+  labels = inference.label_map(
+    inference.region_masks(probability, "regions", rule), "regions", "brats2018"
+  )
   assert np.count_nonzero(labels == 4) == 0 and np.count_nonzero(labels == 1) == 32
-  kept = inference.label_map(inference.region_masks(probability, "regions",
-                                                    PostProcessing(min_enhancing_voxels=4)),
-                             "regions", "brats2018")
+  kept = inference.label_map(
+    inference.region_masks(probability, "regions", PostProcessing(min_enhancing_voxels=4)),
+    "regions",
+    "brats2018",
+  )
   assert np.count_nonzero(kept == 4) == 4 and np.count_nonzero(kept == 1) == 28
   assert PostProcessing.from_json(json.loads(json.dumps(rule.to_json()))) == rule
   assert "becomes core" in rule.describe()
@@ -178,8 +189,12 @@ def test_enhancing_rule_is_chosen_only_when_it_helps_more_patients_than_it_harms
   no_et = np.zeros(SHAPE, bool)
   real_et = _box((1, 1, 1), (10, 10, 10))  # 1000 voxels
   # three patients without ET, each with a few false ET voxels; one with a real ET found
-  cases = [(no_et, _box((1, 1, 1), (2, 2, 2))), (no_et, _box((5, 5, 5), (3, 3, 3))),
-           (no_et, _box((2, 2, 2), (1, 1, 1))), (real_et, real_et)]
+  cases = [
+    (no_et, _box((1, 1, 1), (2, 2, 2))),
+    (no_et, _box((5, 5, 5), (3, 3, 3))),
+    (no_et, _box((2, 2, 2), (1, 1, 1))),
+    (real_et, real_et),
+  ]
   minimum, table = postprocess.choose_enhancing_rule(cases, candidates=(10, 30, 2000))
   assert minimum == 30  # empties the 8- and 27-voxel false ETs and the 1: three patients 0 -> 1
   rows = {row["rule"]: row for row in table}
@@ -193,8 +208,9 @@ def test_enhancing_rule_is_chosen_only_when_it_helps_more_patients_than_it_harms
 
 
 def test_minimum_sizes_are_converted_to_the_stored_grid():
-  rule = postprocess.PostProcessing(min_component_voxels=300, min_relative_size=0.1,
-                                    min_enhancing_voxels=500)
+  rule = postprocess.PostProcessing(
+    min_component_voxels=300, min_relative_size=0.1, min_enhancing_voxels=500
+  )
   coarse = rule.on_voxels_of(3.5)  # e.g. 240 -> 128 in-plane: each stored voxel ~3.5 source ones
   assert (coarse.min_component_voxels, coarse.min_enhancing_voxels) == (86, 143)
   assert coarse.min_relative_size == 0.1

@@ -31,7 +31,8 @@ def test_volume_zscore_over_brain_has_zero_background_and_unit_brain_statistics(
   image = np.zeros((6, 64, 64, 1), np.float32)
   image[1:5, 16:48, 16:48, 0] = rng.normal(300, 40, size=(4, 32, 32))
   out = preprocessing.preprocess_volume(
-      image, None, image_size=64, normalization=preprocessing.Normalization("volume"))
+    image, None, image_size=64, normalization=preprocessing.Normalization("volume")
+  )
   assert out.slice_indices.tolist() == [1, 2, 3, 4]  # brainless slices 0 and 5 dropped
   brain = out.images[:, 16:48, 16:48, 0]
   assert abs(brain.mean()) < 1e-3 and abs(brain.std() - 1) < 1e-2
@@ -46,7 +47,8 @@ def test_slice_scope_handles_kaggle_negative_background():
   raw[1, 8:24, 8:24, 0] = rng.normal(900, 10, size=(16, 16))
   kaggle = (raw - raw.mean(axis=(1, 2), keepdims=True)) / raw.std(axis=(1, 2), keepdims=True)
   out = preprocessing.preprocess_volume(
-      kaggle, None, image_size=32, normalization=preprocessing.Normalization("slice"))
+    kaggle, None, image_size=32, normalization=preprocessing.Normalization("slice")
+  )
   for s in range(2):
     brain = out.images[s, 8:24, 8:24, 0]
     assert abs(brain.mean()) < 1e-3 and abs(brain.std() - 1) < 1e-2
@@ -58,7 +60,8 @@ def test_values_are_clipped():
   image[0, 4:28, 4:28] = 1.0
   image[0, 10, 10] = 1e6
   out = preprocessing.preprocess_volume(
-      image, None, image_size=32, normalization=preprocessing.Normalization("volume"))
+    image, None, image_size=32, normalization=preprocessing.Normalization("volume")
+  )
   assert out.images.max() <= preprocessing.CLIP_VALUE
 
 

@@ -16,17 +16,28 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from training import run_info
 
+
 def _is_checkout(folder):
-  result = subprocess.run(["git", "-C", folder, "rev-parse", "--show-toplevel"],
-                          capture_output=True, text=True)
+  result = subprocess.run(
+    ["git", "-C", folder, "rev-parse", "--show-toplevel"], capture_output=True, text=True
+  )
   return result.returncode == 0 and os.path.samefile(result.stdout.strip(), folder)
 
 
 def test_run_info_records_versions_code_devices_and_command(tiny_run):
   run_dir, started, _ = tiny_run
   info = json.loads((run_dir / run_info.RUN_INFO).read_text())
-  assert {"started_utc", "command", "python", "tensorflow", "keras", "numpy", "git", "devices",
-          "cpu"} <= set(info)
+  assert {
+    "started_utc",
+    "command",
+    "python",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "git",
+    "devices",
+    "cpu",
+  } <= set(info)
   assert info["tensorflow"] == tf.__version__ and info["keras"] == keras.__version__
   assert info["numpy"] == np.__version__ and info["python"] == platform.python_version()
   assert info["command"][0].endswith("train_main.py")

@@ -12,8 +12,13 @@ from input_pipeline import augment
 
 CHANGES = ("curve", "bias_field", "blur", "low_resolution", "noise", "slice_jitter")
 # Geometry and the old intensity jitter off, so the site changes are all that happens.
-STILL = dict(flip=False, rotate90=False, rotate_scale_probability=0.0,
-             max_intensity_scale_delta=0.0, max_intensity_shift=0.0)
+STILL = dict(
+  flip=False,
+  rotate90=False,
+  rotate_scale_probability=0.0,
+  max_intensity_scale_delta=0.0,
+  max_intensity_shift=0.0,
+)
 
 
 def _config(*changes, **overrides):
@@ -37,8 +42,12 @@ def _batch(batch=4, size=32, modalities=2, context=3, seed=0):
 
 def _augment(image, label, config, seed=7, modalities=2):
   out_image, out_label = augment.augment_batch(
-      tf.constant(image), tf.constant(label), tf.constant([seed, 3], tf.int64), config,
-      num_modalities=modalities)
+    tf.constant(image),
+    tf.constant(label),
+    tf.constant([seed, 3], tf.int64),
+    config,
+    num_modalities=modalities,
+  )
   return out_image.numpy(), out_label.numpy()
 
 
@@ -66,8 +75,9 @@ def test_site_changes_off_give_the_geometric_augmentation_unchanged():
   plain augmentation's, geometry included."""
   image, label, _, _ = _batch()
   plain = augment.AugmentConfig(rotate_scale_probability=1.0)
-  site_off = dataclasses.replace(plain, site_augmentation=True,
-                                 **{f"{name}_probability": 0.0 for name in CHANGES})
+  site_off = dataclasses.replace(
+    plain, site_augmentation=True, **{f"{name}_probability": 0.0 for name in CHANGES}
+  )
   for a, b in zip(_augment(image, label, plain), _augment(image, label, site_off)):
     np.testing.assert_array_equal(a, b)
 
@@ -89,8 +99,9 @@ def test_curve_is_monotone_at_the_ends_of_its_ranges(gamma, compression):
   values = np.linspace(-4.0, 5.0, 2 * 1 * 1 * 16 * 16, dtype=np.float32).reshape(2, 1, 1, 16, 16)
   values[values == 0] = 0.01  # brain = pixels != 0
   x = tf.constant(values)
-  curved = augment.intensity_curve(x, x != 0, tf.fill([2, 1, 1, 1, 1], gamma),
-                                   tf.fill([2, 1, 1, 1, 1], compression)).numpy()
+  curved = augment.intensity_curve(
+    x, x != 0, tf.fill([2, 1, 1, 1, 1], gamma), tf.fill([2, 1, 1, 1, 1], compression)
+  ).numpy()
   assert np.all(np.diff(curved.reshape(2, -1), axis=1) >= 0)
 
 
@@ -157,14 +168,26 @@ def test_same_seed_same_output_and_another_seed_another():
 
 def test_float32_out_shape_kept_and_labels_untouched():
   image, label, _, _ = _batch()
-  for config in (_config(*CHANGES), dataclasses.replace(augment.SITE_AUGMENT,
-                                                        rotate_scale_probability=1.0)):
-    out, out_label = augment.augment_batch(tf.constant(image, tf.float16), tf.constant(label),
-                                           tf.constant([5, 3], tf.int64), config, num_modalities=2)
+  for config in (
+    _config(*CHANGES),
+    dataclasses.replace(augment.SITE_AUGMENT, rotate_scale_probability=1.0),
+  ):
+    out, out_label = augment.augment_batch(
+      tf.constant(image, tf.float16),
+      tf.constant(label),
+      tf.constant([5, 3], tf.int64),
+      config,
+      num_modalities=2,
+    )
     assert out.dtype == tf.float32 and out.shape == image.shape
     plain = dataclasses.replace(config, site_augmentation=False)
-    _, plain_label = augment.augment_batch(tf.constant(image, tf.float16), tf.constant(label),
-                                           tf.constant([5, 3], tf.int64), plain, num_modalities=2)
+    _, plain_label = augment.augment_batch(
+      tf.constant(image, tf.float16),
+      tf.constant(label),
+      tf.constant([5, 3], tf.int64),
+      plain,
+      num_modalities=2,
+    )
     np.testing.assert_array_equal(out_label.numpy(), plain_label.numpy())
   np.testing.assert_array_equal(_augment(image, label, _config(*CHANGES))[1], label)
 
@@ -186,8 +209,9 @@ def test_smoothing_keeps_a_constant_brain_constant():
 def test_low_resolution_taps_are_the_bands_of_down_then_up_resizing(factor):
   length, radius = 32, 3
   count = int(np.ceil(length / factor))
-  dense = (preprocessing.linear_resize_matrix(count, length)
-           @ preprocessing.linear_resize_matrix(length, count))
+  dense = preprocessing.linear_resize_matrix(count, length) @ preprocessing.linear_resize_matrix(
+    length, count
+  )
   taps = augment.low_resolution_taps(tf.constant([factor]), length, radius).numpy()[0]
   rebuilt = np.zeros((length, length), np.float32)
   for i in range(length):

@@ -12,10 +12,12 @@ def _volume(slices=21, size=32, channels=2, seed=0):
   intensities with a bright tumour, background exactly 0."""
   rng = np.random.default_rng(seed)
   s, y, x = np.mgrid[:slices, :size, :size]
-  brain = ((s - slices / 2) / (0.45 * slices)) ** 2 + ((y - size / 2) / (0.4 * size)) ** 2 \
-      + ((x - size / 2) / (0.35 * size)) ** 2 < 1
-  tumour = (s - slices / 2) ** 2 + (y - 0.45 * size) ** 2 + (x - 0.55 * size) ** 2 \
-      < (0.15 * size) ** 2
+  brain = ((s - slices / 2) / (0.45 * slices)) ** 2 + ((y - size / 2) / (0.4 * size)) ** 2 + (
+    (x - size / 2) / (0.35 * size)
+  ) ** 2 < 1
+  tumour = (s - slices / 2) ** 2 + (y - 0.45 * size) ** 2 + (x - 0.55 * size) ** 2 < (
+    0.15 * size
+  ) ** 2
   image = rng.normal(500.0, 80.0, brain.shape + (channels,)) + 900.0 * tumour[..., None]
   return np.where(brain[..., None], np.maximum(image, 1.0), 0.0).astype(np.float32)
 
@@ -35,8 +37,9 @@ def test_only_brain_voxels_change_and_the_mask_stays(name):
 @pytest.mark.parametrize("name", list(site_shift.PERTURBATIONS))
 def test_deterministic_for_a_seed(name):
   image = _volume()
-  np.testing.assert_array_equal(site_shift.perturb(image, name, 9),
-                                site_shift.perturb(image, name, 9))
+  np.testing.assert_array_equal(
+    site_shift.perturb(image, name, 9), site_shift.perturb(image, name, 9)
+  )
 
 
 @pytest.mark.parametrize("name", ["bias_field", "noise"])

@@ -54,7 +54,9 @@ def _tumour_patient(patients):
 
 
 def test_h5_file_names_keys_dtypes_and_shapes(h5_dir):
-  expected = {f"volume_{n}_slice_{k}.h5" for n in range(1, NUM_PATIENTS + 1) for k in range(NUM_SLICES)}
+  expected = {
+    f"volume_{n}_slice_{k}.h5" for n in range(1, NUM_PATIENTS + 1) for k in range(NUM_SLICES)
+  }
   assert set(os.listdir(h5_dir)) == expected  # no temporary files left behind
   for name in sorted(expected):
     datasets = _read_h5(os.path.join(h5_dir, name))
@@ -106,7 +108,9 @@ def test_h5_and_nifti_carry_the_same_patient(h5_dir, nifti_dir, patients):
   for channel, label in enumerate((1, 2, 4)):
     np.testing.assert_array_equal(mask[..., channel], seg[:, :, k] == label)
   flair_slice = flair[:, :, k].astype(np.float64)
-  np.testing.assert_allclose(image[..., 0], (flair_slice - flair_slice.mean()) / flair_slice.std(), atol=1e-9)
+  np.testing.assert_allclose(
+    image[..., 0], (flair_slice - flair_slice.mean()) / flair_slice.std(), atol=1e-9
+  )
 
 
 # ----------------------------------------------------------------------------- NIfTI
@@ -175,7 +179,9 @@ def test_same_seed_gives_identical_patients_whatever_num_patients(tmp_path, pati
   assert not np.array_equal(other_seed.volumes["flair"], again.volumes["flair"])
 
   synthetic.generate(str(tmp_path), 3, fmt="nifti", seed=SEED, num_slices=NUM_SLICES)
-  _, seg = _load_nifti(os.path.join(tmp_path, "BraTS20_Training_002", "BraTS20_Training_002_seg.nii.gz"))
+  _, seg = _load_nifti(
+    os.path.join(tmp_path, "BraTS20_Training_002", "BraTS20_Training_002_seg.nii.gz")
+  )
   np.testing.assert_array_equal(seg, patients[2].seg)
 
 
@@ -230,13 +236,24 @@ def test_too_few_slices_is_rejected():
 
 
 def _run_main(*args):
-  return subprocess.run([sys.executable, "-m", "data_prep.synthetic_main", *args], cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "data_prep.synthetic_main", *args],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_cli_writes_h5_slices(tmp_path):
-  result = _run_main(f"--output_dir={tmp_path}", "--num_patients=1", "--format=h5", "--seed=3",
-                     f"--num_slices={NUM_SLICES}", "--first_patient=5")
+  result = _run_main(
+    f"--output_dir={tmp_path}",
+    "--num_patients=1",
+    "--format=h5",
+    "--seed=3",
+    f"--num_slices={NUM_SLICES}",
+    "--first_patient=5",
+  )
   assert result.returncode == 0, result.stderr
   assert sorted(os.listdir(tmp_path)) == sorted(f"volume_5_slice_{k}.h5" for k in range(NUM_SLICES))
   assert result.stdout.strip().startswith(f"synthetic: 1 patients, {NUM_SLICES} files (h5)")

@@ -19,8 +19,13 @@ from data_prep import folds
 from data_prep import patient_conversion
 from data_prep import synthetic
 
-TINY_FLAGS = ["--base_filters=4", "--depth=2", "--batch_size=8", "--tensorboard_images=2",
-              "--shuffle_buffer=64"]
+TINY_FLAGS = [
+  "--base_filters=4",
+  "--depth=2",
+  "--batch_size=8",
+  "--tensorboard_images=2",
+  "--shuffle_buffer=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,32 +33,55 @@ def data_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("train")
   numbers = list(range(1, 7))
   assert any(folds.fold_of(f"BraTS20_Training_{n:03d}", 5) == 0 for n in numbers)
-  synthetic.generate(str(root / "source"), num_patients=len(numbers), fmt="nifti", seed=2,
-                     num_slices=16)
-  convert.convert(str(root / "source"), str(root / "tfrecords"), progress=False,
-                  options=patient_conversion.ConversionOptions(image_size=32))
+  synthetic.generate(
+    str(root / "source"), num_patients=len(numbers), fmt="nifti", seed=2, num_slices=16
+  )
+  convert.convert(
+    str(root / "source"),
+    str(root / "tfrecords"),
+    progress=False,
+    options=patient_conversion.ConversionOptions(image_size=32),
+  )
   return str(root / "tfrecords")
 
 
 def _train_command(data_dir, model_dir, *extra):
-  return [sys.executable, os.path.join(REPO_ROOT, "train_main.py"), f"--data_dir={data_dir}",
-          f"--model_dir={model_dir}", *TINY_FLAGS, *extra]
+  return [
+    sys.executable,
+    os.path.join(REPO_ROOT, "train_main.py"),
+    f"--data_dir={data_dir}",
+    f"--model_dir={model_dir}",
+    *TINY_FLAGS,
+    *extra,
+  ]
 
 
 def _run(command, env=None, timeout=300):
-  return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, PYTHONPATH=REPO_ROOT, **(env or {})))
+  return subprocess.run(
+    command,
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=dict(os.environ, PYTHONPATH=REPO_ROOT, **(env or {})),
+  )
 
 
 def test_training_writes_every_output_and_the_models_agree(data_dir, tmp_path):
   model_dir = tmp_path / "run"
   result = _run(_train_command(data_dir, model_dir, "--epochs=2", "--steps_per_epoch=3"))
   assert result.returncode == 0, result.stderr[-3000:]
-  for name in ("best_model.keras", "best_model.h5", "flags.txt", "history.csv",
-               "training_curves.png"):
+  for name in (
+    "best_model.keras",
+    "best_model.h5",
+    "flags.txt",
+    "history.csv",
+    "training_curves.png",
+  ):
     assert (model_dir / name).is_file(), name
-  events = [f for _, _, files in os.walk(model_dir / "tensorboard") for f in files
-            if "tfevents" in f]
+  events = [
+    f for _, _, files in os.walk(model_dir / "tensorboard") for f in files if "tfevents" in f
+  ]
   assert len(events) >= 3  # train, validation, validation_images
   with open(model_dir / "history.csv") as f:
     rows = f.read().strip().splitlines()
@@ -62,17 +90,24 @@ def test_training_writes_every_output_and_the_models_agree(data_dir, tmp_path):
   keras_model = keras.models.load_model(model_dir / "best_model.keras")
   h5_model = keras.models.load_model(model_dir / "best_model.h5", compile=False)
   x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
-  np.testing.assert_allclose(keras_model.predict(x, verbose=0), h5_model.predict(x, verbose=0),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    keras_model.predict(x, verbose=0), h5_model.predict(x, verbose=0), atol=1e-6
+  )
   assert keras_model.optimizer is not None  # the .keras checkpoint keeps the optimizer
 
 
 def test_a_killed_run_resumes_from_backup(data_dir, tmp_path):
   model_dir = tmp_path / "run"
-  command = _train_command(data_dir, model_dir, "--epochs=6", "--steps_per_epoch=4",
-                           "--tensorboard_images=0")
-  process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  command = _train_command(
+    data_dir, model_dir, "--epochs=6", "--steps_per_epoch=4", "--tensorboard_images=0"
+  )
+  process = subprocess.Popen(
+    command,
+    cwd=REPO_ROOT,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+  )
   metadata = model_dir / "backup" / "training_metadata.json"
   deadline = time.time() + 240
   while time.time() < deadline:
@@ -91,6 +126,7 @@ def test_a_killed_run_resumes_from_backup(data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Epoch {resumed_from + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
   from training import curves
+
   assert curves.read_history(model_dir / "history.csv")["epoch"] == [1, 2, 3, 4, 5, 6]
   assert (model_dir / "best_model.h5").is_file()
   assert not (model_dir / "backup").exists()  # deleted after a finished run
@@ -112,25 +148,40 @@ def test_two_workers_train_one_short_epoch(data_dir, tmp_path):
   model_dir = tmp_path / "run"
   processes = []
   for index in range(2):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT,
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    processes.append(subprocess.Popen(
-        _train_command(data_dir, model_dir, "--strategy=multi_worker", "--epochs=1",
-                       "--steps_per_epoch=3"),
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    env = dict(
+      os.environ,
+      PYTHONPATH=REPO_ROOT,
+      TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+    )
+    processes.append(
+      subprocess.Popen(
+        _train_command(
+          data_dir, model_dir, "--strategy=multi_worker", "--epochs=1", "--steps_per_epoch=3"
+        ),
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   outputs = [p.communicate(timeout=300) for p in processes]
   for process, (stdout, stderr) in zip(processes, outputs):
     assert process.returncode == 0, stderr[-3000:]
     assert "trained:" in stdout
-  losses = [[line for line in out.splitlines() if "3/3" in line][0].split("loss: ")[1].split()[0]
-            for out, _ in outputs]
+  losses = [
+    [line for line in out.splitlines() if "3/3" in line][0].split("loss: ")[1].split()[0]
+    for out, _ in outputs
+  ]
   assert losses[0] == losses[1]  # one model, reduced over both workers
   assert (model_dir / "best_model.h5").is_file() and (model_dir / "history.csv").is_file()
   leftovers = [n for n in os.listdir(model_dir) if n.startswith("brats-unet-worker")]
   assert not leftovers
 
 
-@pytest.mark.parametrize("flag,message", [
+@pytest.mark.parametrize(
+  "flag,message",
+  [
     ("--batch_size=0", "--batch_size must be at least 1"),
     ("--task=brain", "--task"),
     ("--mixed_precision=fp8", "--mixed_precision"),
@@ -138,7 +189,8 @@ def test_two_workers_train_one_short_epoch(data_dir, tmp_path):
     ("--deep_supervision", "--deep_supervision needs --architecture=unet_plus_plus"),
     ("--loss=bce --region_weights=1,1,2", "--loss=bce has none"),
     ("--transformer_heads=2", "shape --architecture=trans_unet only, not unet"),
-])
+  ],
+)
 def test_invalid_flags_fail_in_one_line(data_dir, tmp_path, flag, message):
   command = _train_command(data_dir, tmp_path / "run") + flag.split()
   result = _run(command, timeout=60)
@@ -148,18 +200,29 @@ def test_invalid_flags_fail_in_one_line(data_dir, tmp_path, flag, message):
 
 
 def test_indivisible_batch_is_a_one_line_error(data_dir, tmp_path):
-  result = _run(_train_command(data_dir, tmp_path / "run", "--strategy=mirrored",
-                               "--devices=/cpu:0,/cpu:1", "--logical_cpus=2", "--batch_size=7",
-                               "--epochs=1"))
+  result = _run(
+    _train_command(
+      data_dir,
+      tmp_path / "run",
+      "--strategy=mirrored",
+      "--devices=/cpu:0,/cpu:1",
+      "--logical_cpus=2",
+      "--batch_size=7",
+      "--epochs=1",
+    )
+  )
   assert result.returncode == 1
   assert "must divide by the 2 replicas" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flags,message", [
+@pytest.mark.parametrize(
+  "flags,message",
+  [
     (["--task=regions"], "--task=regions needs FLAIR, T1ce and T2 (the drops hold flair)"),
     (["--region_weights=1,2"], "--region_weights needs 1 weights for --task=whole_tumor"),
     (["--region_weights=1,-2"], "--region_weights must be positive numbers"),
-])
+  ],
+)
 def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path, flags, message):
   result = _run(_train_command(data_dir, tmp_path / "run", "--epochs=1", *flags))
   assert result.returncode == 1

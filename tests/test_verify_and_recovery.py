@@ -26,8 +26,9 @@ OPTIONS = patient_conversion.ConversionOptions(image_size=32)
 def good_drop(tmp_path_factory):
   root = tmp_path_factory.mktemp("verify")
   synthetic.generate(str(root / "source"), num_patients=3, fmt="nifti", seed=2, num_slices=20)
-  report = convert.convert(str(root / "source"), str(root / "tfrecords"), options=OPTIONS,
-                           progress=False)
+  report = convert.convert(
+    str(root / "source"), str(root / "tfrecords"), options=OPTIONS, progress=False
+  )
   return root / "tfrecords", report
 
 
@@ -71,8 +72,13 @@ def test_verify_names_the_damaged_file(good_drop, tmp_path, damage):
     size = manifest["image_size"]
     label = np.full((size, size), 7, np.uint8)
     record = example_codec.encode_slice(
-        np.zeros((size, size, 1), np.float32), label, patient_id=next(iter(manifest["patients"])),
-        slice_index=999, fold=manifest["shards"][0]["fold"], image_dtype="float16")
+      np.zeros((size, size, 1), np.float32),
+      label,
+      patient_id=next(iter(manifest["patients"])),
+      slice_index=999,
+      fold=manifest["shards"][0]["fold"],
+      image_dtype="float16",
+    )
     with tf.io.TFRecordWriter(str(shard)) as writer:
       writer.write(record)
   result = run_module("data_prep.verify_main", f"--data_dir={data_dir}")
@@ -92,22 +98,41 @@ def test_killed_conversion_leaves_no_drop_and_the_next_run_completes(tmp_path):
   source = tmp_path / "source"
   synthetic.generate(str(source), num_patients=6, fmt="nifti", seed=8, num_slices=155)
   out = tmp_path / "tfrecords"
-  command = [sys.executable, "-m", "data_prep.convert_main", f"--input={source}",
-             f"--output_dir={out}", "--workers=1", "--image_size=64", "--progress=false"]
-  process = subprocess.Popen(command, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  command = [
+    sys.executable,
+    "-m",
+    "data_prep.convert_main",
+    f"--input={source}",
+    f"--output_dir={out}",
+    "--workers=1",
+    "--image_size=64",
+    "--progress=false",
+  ]
+  process = subprocess.Popen(
+    command,
+    cwd=REPO_ROOT,
+    env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   staging = out / ("source" + drops.INCOMPLETE_SUFFIX)
   deadline = time.time() + 120
   while time.time() < deadline and not any(
-      name.endswith(".partial") for name in (os.listdir(staging) if staging.exists() else [])):
+    name.endswith(".partial") for name in (os.listdir(staging) if staging.exists() else [])
+  ):
     time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert staging.exists(), "the run finished before it could be killed"
   assert drops.list_complete_drops(str(out)) == []
 
-  result = run_module("data_prep.convert_main", f"--input={source}", f"--output_dir={out}",
-                      "--image_size=64", check=True)
+  result = run_module(
+    "data_prep.convert_main",
+    f"--input={source}",
+    f"--output_dir={out}",
+    "--image_size=64",
+    check=True,
+  )
   assert "converted 6 patients" in result.stdout
   assert [name for name, _ in drops.list_complete_drops(str(out))] == ["source"]
   assert not staging.exists()

@@ -39,7 +39,7 @@ def test_hd95_of_a_shift_is_the_shift_in_millimetres():
 
 def _ball(shape, center, radius):
   grid = np.ogrid[tuple(slice(0, n) for n in shape)]
-  return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius ** 2
+  return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius**2
 
 
 def _tumour_and_prediction(seed, shape=(32, 40, 40)):
@@ -99,15 +99,17 @@ def test_hd95_on_the_bounding_box_equals_hd95_on_the_whole_volume(spacing):
   assert volume_metrics.hd95(truth, prediction, spacing) == whole
   small_truth, small_prediction = _tumour_and_prediction(seed=5, shape=(32, 40, 40))
   assert volume_metrics.hd95(small_truth, small_prediction, spacing) == (
-      volume_metrics._hd95_of(small_truth, small_prediction, spacing))
+    volume_metrics._hd95_of(small_truth, small_prediction, spacing)
+  )
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_hd95_agrees_with_deepmind_surface_distance(seed):
   surface_distance = pytest.importorskip("surface_distance")
   truth, prediction = _tumour_and_prediction(seed)
-  spacing = tuple(float(s) for s in
-                  np.random.default_rng(100 + seed).choice([0.8, 1.0, 1.5, 2.5, 3.0], 3))
+  spacing = tuple(
+    float(s) for s in np.random.default_rng(100 + seed).choice([0.8, 1.0, 1.5, 2.5, 3.0], 3)
+  )
   with warnings.catch_warnings():  # it imports from scipy.ndimage's deprecated submodules
     warnings.simplefilter("ignore", DeprecationWarning)
     distances = surface_distance.compute_surface_distances(truth, prediction, spacing)
@@ -116,9 +118,10 @@ def test_hd95_agrees_with_deepmind_surface_distance(seed):
   # percentile takes the next value without interpolation; ours (as MONAI's) is the centres
   # of boundary voxels, each counted once, with linear interpolation. Both measure the same
   # boundaries, half a voxel apart at most, so they agree within one voxel diagonal.
-  voxel_diagonal = math.sqrt(sum(s ** 2 for s in spacing))
-  assert volume_metrics.hd95(truth, prediction, spacing) == pytest.approx(theirs,
-                                                                         abs=voxel_diagonal)
+  voxel_diagonal = math.sqrt(sum(s**2 for s in spacing))
+  assert volume_metrics.hd95(truth, prediction, spacing) == pytest.approx(
+    theirs, abs=voxel_diagonal
+  )
 
 
 def test_volume_diagonal_of_a_brats_volume():
@@ -130,7 +133,7 @@ def test_empty_mask_policy():
   tumour = _cube((4, 8, 8), (1, 2, 2), 2)
   both = volume_metrics.score(empty, empty, (1.0, 2.0, 2.0))
   assert (both.dice, both.iou, both.hd95_mm, both.sensitivity, both.precision) == (1, 1, 0, 1, 1)
-  diagonal = math.sqrt(4 ** 2 + 16 ** 2 + 16 ** 2)
+  diagonal = math.sqrt(4**2 + 16**2 + 16**2)
   missed = volume_metrics.score(tumour, empty, (1.0, 2.0, 2.0))
   assert (missed.dice, missed.iou, missed.sensitivity, missed.precision) == (0, 0, 0, 0)
   assert missed.hd95_mm == pytest.approx(diagonal)

@@ -41,12 +41,17 @@ class ValidationImages(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     probabilities = np.asarray(self.model(self.images, training=False))
-    pictures = [overlay_rgb(image[..., 0], target[..., 0] > THRESHOLD,
-                             probability[..., 0] > THRESHOLD)
-                for image, target, probability in zip(self.images, self.targets, probabilities)]
+    pictures = [
+      overlay_rgb(image[..., 0], target[..., 0] > THRESHOLD, probability[..., 0] > THRESHOLD)
+      for image, target, probability in zip(self.images, self.targets, probabilities)
+    ]
     with self.writer.as_default():
-      tf.summary.image("validation/green_truth_red_prediction", np.stack(pictures), step=epoch,
-                       max_outputs=len(pictures))
+      tf.summary.image(
+        "validation/green_truth_red_prediction",
+        np.stack(pictures),
+        step=epoch,
+        max_outputs=len(pictures),
+      )
     self.writer.flush()
 
 
@@ -59,31 +64,48 @@ def has_backup(model_dir):
   return os.path.exists(weights) or os.path.exists(weights + ".bkp")
 
 
-def build_callbacks(*, model_dir, write_dir, monitor, early_stopping_patience,
-                    reduce_lr_patience, save_best_only=True, validation_batch=None,
-                    is_chief=True):
+def build_callbacks(
+  *,
+  model_dir,
+  write_dir,
+  monitor,
+  early_stopping_patience,
+  reduce_lr_patience,
+  save_best_only=True,
+  validation_batch=None,
+  is_chief=True,
+):
   """The callbacks of a run; non-chief workers write everything under `write_dir`."""
-  backup = (keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP),
-                                             double_checkpoint=True) if is_chief else
-            WorkerBackupAndRestore(os.path.join(model_dir, BACKUP),
-                                   os.path.join(write_dir, BACKUP)))
+  backup = (
+    keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP), double_checkpoint=True)
+    if is_chief
+    else WorkerBackupAndRestore(os.path.join(model_dir, BACKUP), os.path.join(write_dir, BACKUP))
+  )
   # BackupAndRestore goes last: when it records "epoch N done", the history row and the
   # checkpoint of epoch N are already written, so a run killed at any moment resumes cleanly.
   # With save_best_only=False the checkpoint holds the last epoch's weights: a model chosen
   # by its Dice on the validation fold would make that fold's score optimistic.
   callbacks = [
-      keras.callbacks.ModelCheckpoint(os.path.join(write_dir, "best_model.keras"), monitor=monitor,
-                                      mode="max", save_best_only=save_best_only),
-      keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=True),
-      keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), update_freq="epoch"),
+    keras.callbacks.ModelCheckpoint(
+      os.path.join(write_dir, "best_model.keras"),
+      monitor=monitor,
+      mode="max",
+      save_best_only=save_best_only,
+    ),
+    keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=True),
+    keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), update_freq="epoch"),
   ]
   if reduce_lr_patience > 0:
-    callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
-                                                          patience=reduce_lr_patience,
-                                                          min_lr=1e-6))
+    callbacks.insert(
+      1,
+      keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor, mode="max", factor=0.5, patience=reduce_lr_patience, min_lr=1e-6
+      ),
+    )
   if early_stopping_patience > 0:
-    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                   patience=early_stopping_patience))
+    callbacks.append(
+      keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping_patience)
+    )
   if validation_batch is not None and is_chief:
     callbacks.append(ValidationImages(os.path.join(write_dir, "tensorboard"), *validation_batch))
   return callbacks + [backup]

@@ -30,6 +30,7 @@ def _number(text):
 def plot_history(history_path, output_path):
   """Loss and Dice per epoch, training and validation, as a PNG."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from matplotlib import ticker
@@ -39,8 +40,14 @@ def plot_history(history_path, output_path):
   for axis, metric in zip(axes, ("loss", "dice")):
     for prefix, style in (("", "-"), ("val_", "--")):
       if prefix + metric in history:
-        axis.plot(history["epoch"], history[prefix + metric], style, marker="o", markersize=3,
-                  label=("validation " if prefix else "training ") + metric)
+        axis.plot(
+          history["epoch"],
+          history[prefix + metric],
+          style,
+          marker="o",
+          markersize=3,
+          label=("validation " if prefix else "training ") + metric,
+        )
     axis.set_xlabel("epoch")
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # no epoch 1.5
     axis.set_title(metric)

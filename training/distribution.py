@@ -35,7 +35,8 @@ def split_cpu(count):
   """Makes `count` logical CPU devices (/cpu:0.../cpu:N-1) before TensorFlow starts."""
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(
-      cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+  )
 
 
 def resolve_precision(name):

@@ -23,13 +23,15 @@ def load_source(path, *, input_shape, output_shape):
     model_files.ModelFileError: missing, not a model, or shapes that do not fit.
   """
   source = model_files.load(path)
-  fits = (tuple(source.input_shape[1:]) == tuple(input_shape[1:]) and
-          tuple(source.output_shape[1:]) == tuple(output_shape[1:]))
+  fits = tuple(source.input_shape[1:]) == tuple(input_shape[1:]) and tuple(
+    source.output_shape[1:]
+  ) == tuple(output_shape[1:])
   if not fits:
     raise model_files.ModelFileError(
-        f"{model_files.resolve(path)}: the model maps {_describe(source.input_shape)} -> "
-        f"{_describe(source.output_shape)}; this run needs {_describe(input_shape)} -> "
-        f"{_describe(output_shape)} (image size, input channels, outputs)")
+      f"{model_files.resolve(path)}: the model maps {_describe(source.input_shape)} -> "
+      f"{_describe(source.output_shape)}; this run needs {_describe(input_shape)} -> "
+      f"{_describe(output_shape)} (image size, input channels, outputs)"
+    )
   return source
 
 
@@ -51,12 +53,15 @@ def copy_weights(source, target, path):
     if found != mine:
       where = "has no such layer" if other is None else f"has it with weights {found}"
       raise model_files.ModelFileError(
-          f"{path}: this run's layer {name} (weights {mine}) does not fit: the source {where} "
-          "(use the source's --architecture, --depth, --base_filters; see its flags.txt)")
+        f"{path}: this run's layer {name} (weights {mine}) does not fit: the source {where} "
+        "(use the source's --architecture, --depth, --base_filters; see its flags.txt)"
+      )
   extra = sorted(set(theirs) - set(ours))
   if extra:
-    raise model_files.ModelFileError(f"{path}: the source has layers this run lacks: "
-                                     f"{', '.join(extra[:3])} (use the source's flags.txt)")
+    raise model_files.ModelFileError(
+      f"{path}: the source has layers this run lacks: "
+      f"{', '.join(extra[:3])} (use the source's flags.txt)"
+    )
   for name, layer in ours.items():
     layer.set_weights(theirs[name].get_weights())
   logging.info("initialized %d layers from %s", len(ours), path)

@@ -16,13 +16,16 @@ class ModelFileError(ValueError):
 def resolve(path):
   """`path` itself for a model file, `<path>/best_model.keras` for a run folder."""
   if is_saved_model(path):
-    raise ModelFileError(f"{path}: a SavedModel, for serving (docs/deploy.md); give the run "
-                         f"folder that holds it, or its {BEST_MODEL}")
+    raise ModelFileError(
+      f"{path}: a SavedModel, for serving (docs/deploy.md); give the run "
+      f"folder that holds it, or its {BEST_MODEL}"
+    )
   if os.path.isdir(path):
     best = os.path.join(path, BEST_MODEL)
     if not os.path.isfile(best):
-      raise ModelFileError(f"{best}: no such file (a run folder holds the {BEST_MODEL} that "
-                           "train_main.py writes)")
+      raise ModelFileError(
+        f"{best}: no such file (a run folder holds the {BEST_MODEL} that train_main.py writes)"
+      )
     return best
   if not os.path.exists(path):
     raise ModelFileError(f"{path}: no such file or folder")
@@ -41,6 +44,7 @@ def load(path):
   _check_container(path)  # both before TensorFlow loads: a wrong path fails at once
   import keras
   import model  # noqa: F401  registers the custom losses, metrics and layers
+
   try:
     return keras.models.load_model(path, compile=False)
   except Exception as error:  # a truncated or foreign file: Keras raises many kinds
@@ -52,6 +56,7 @@ def _check_container(path):
   """A clearer reason than Keras gives for a file that is not even the right container."""
   import zipfile
   import h5py
+
   if path.endswith(".keras") and not zipfile.is_zipfile(path):
     raise ModelFileError(f"{path}: not a Keras model (a .keras file is a zip archive; this is not)")
   if path.endswith(".h5") and not h5py.is_hdf5(path):

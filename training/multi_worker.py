@@ -28,10 +28,12 @@ def _rank(value):
 
 
 def reduce_per_replica(values, strategy, reduction):
-  if (reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy)):
+  if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+
     def reduce_one(value):
       axis = None if _rank(value) == 0 else 0
       return strategy.reduce("MEAN", value, axis=axis)
+
     return tree.map_structure(reduce_one, values)
   return _original_reduce_per_replica(values, strategy, reduction)
 
@@ -44,8 +46,13 @@ def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     for _, _, step_iterator in iterator:
       batch = next(step_iterator)
       data_batch = tree.map_structure(
-          lambda v: strategy.experimental_local_results(v)[0]
-          if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+        lambda v: (
+          strategy.experimental_local_results(v)[0]
+          if isinstance(v, tf.distribute.DistributedValues)
+          else v
+        ),
+        batch,
+      )
       break
   with strategy.scope():
     self._symbolic_build(data_batch=data_batch)

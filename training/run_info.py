@@ -27,14 +27,17 @@ def cpu_model():
   if os.path.isfile("/proc/cpuinfo"):
     with open("/proc/cpuinfo", encoding="utf-8") as f:
       lines = f.read().splitlines()
-    name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), name)
-    flags = next((l for l in lines if l.startswith("flags")), "")
+    name = next(
+      (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name
+    )
+    flags = next((line for line in lines if line.startswith("flags")), "")
   return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"
 
 
 def _git(*args):
-  result = subprocess.run(["git", "-C", _REPO_DIR, *args], capture_output=True, text=True,
-                          timeout=30)
+  result = subprocess.run(
+    ["git", "-C", _REPO_DIR, *args], capture_output=True, text=True, timeout=30
+  )
   return result.stdout.strip() if result.returncode == 0 else None
 
 
@@ -57,15 +60,19 @@ def collect():
   import keras
   import numpy as np
   import tensorflow as tf
+
   return {
-      "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": list(sys.argv),
-      "python": platform.python_version(), "tensorflow": tf.__version__,
-      "keras": keras.__version__, "numpy": np.__version__,
-      "git": git_state(),
-      "devices": [{"name": d.name, "type": d.device_type}
-                  for d in tf.config.list_logical_devices()],
-      "cpu": cpu_model(), "host": platform.node(), "platform": platform.platform(),
+    "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "command": list(sys.argv),
+    "python": platform.python_version(),
+    "tensorflow": tf.__version__,
+    "keras": keras.__version__,
+    "numpy": np.__version__,
+    "git": git_state(),
+    "devices": [{"name": d.name, "type": d.device_type} for d in tf.config.list_logical_devices()],
+    "cpu": cpu_model(),
+    "host": platform.node(),
+    "platform": platform.platform(),
   }
 
 

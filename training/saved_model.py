@@ -25,8 +25,10 @@ def export(model, path):
   import keras
   import tensorflow as tf
   from training import model_files
-  if os.path.exists(path) and not (os.path.isdir(path) and (
-      not os.listdir(path) or model_files.is_saved_model(path))):
+
+  if os.path.exists(path) and not (
+    os.path.isdir(path) and (not os.listdir(path) or model_files.is_saved_model(path))
+  ):
     raise ExportError(f"{path}: exists and is not a SavedModel folder; not replaced")
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
@@ -52,7 +54,7 @@ def _replace_folder(new, path):
   """Renames `new` to `path`; an existing `path` is moved aside first and deleted last."""
   old = None
   if os.path.exists(path):
-    old = new[:-len(".tmp")] + ".old"
+    old = new[: -len(".tmp")] + ".old"
     os.rename(path, old)
   os.rename(new, path)
   if old:
@@ -63,6 +65,7 @@ def export_run(model_path, path=None):
   """Exports the model file (or run folder) `model_path` to `path`, by default `saved_model/`
   beside the file; returns `path`."""
   from training import model_files
+
   model_path = model_files.resolve(model_path)
   path = path or os.path.join(os.path.dirname(os.path.abspath(model_path)), FOLDER)
   export(model_files.load(model_path), path)

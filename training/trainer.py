@@ -97,13 +97,16 @@ def _folds(config, layout):
   if config.val_fold < 0:
     return None, None, None
   if config.val_fold >= layout.num_folds:
-    raise manifests.DataError(f"--val_fold={config.val_fold}: the drops have {layout.num_folds} "
-                              "folds")
+    raise manifests.DataError(
+      f"--val_fold={config.val_fold}: the drops have {layout.num_folds} folds"
+    )
   present = sorted({patient["fold"] for patient in layout.patients.values()})
   training = [fold for fold in present if fold != config.val_fold]
   if not training:
-    raise manifests.DataError(f"{config.data_dir}: every patient is in validation fold "
-                              f"{config.val_fold}; nothing is left to train on")
+    raise manifests.DataError(
+      f"{config.data_dir}: every patient is in validation fold "
+      f"{config.val_fold}; nothing is left to train on"
+    )
   return training, [config.val_fold], config.data_dir
 
 
@@ -115,22 +118,33 @@ def _check_task(config, layout):
   missing = [m for m in REGION_MODALITIES if m not in layout.modalities]
   if config.task == "regions" and missing:
     raise manifests.DataError(
-        f"{config.data_dir}: --task=regions needs FLAIR, T1ce and T2 (the drops hold "
-        f"{','.join(layout.modalities)}); convert with --modalities=flair,t1,t1ce,t2")
+      f"{config.data_dir}: --task=regions needs FLAIR, T1ce and T2 (the drops hold "
+      f"{','.join(layout.modalities)}); convert with --modalities=flair,t1,t1ce,t2"
+    )
   outputs = decode.num_targets(config.task)
   if config.region_weights is not None and len(config.region_weights) != outputs:
-    raise ConfigError(f"--region_weights needs {outputs} weights for --task={config.task}, "
-                      f"got {len(config.region_weights)}")
+    raise ConfigError(
+      f"--region_weights needs {outputs} weights for --task={config.task}, "
+      f"got {len(config.region_weights)}"
+    )
 
 
 def build_model(config, layout):
   model_config = unet.UNetConfig(
-      image_size=layout.image_size, channels=layout.channels,
-      num_outputs=decode.num_targets(config.task), depth=config.depth,
-      base_filters=config.base_filters, batch_norm=config.batch_norm,
-      sync_batch_norm=config.sync_batch_norm, dropout=config.dropout, upsampling=config.upsampling,
-      architecture=config.architecture, deep_supervision=config.deep_supervision,
-      transformer_layers=config.transformer_layers, transformer_heads=config.transformer_heads)
+    image_size=layout.image_size,
+    channels=layout.channels,
+    num_outputs=decode.num_targets(config.task),
+    depth=config.depth,
+    base_filters=config.base_filters,
+    batch_norm=config.batch_norm,
+    sync_batch_norm=config.sync_batch_norm,
+    dropout=config.dropout,
+    upsampling=config.upsampling,
+    architecture=config.architecture,
+    deep_supervision=config.deep_supervision,
+    transformer_layers=config.transformer_layers,
+    transformer_heads=config.transformer_heads,
+  )
   return unet.build_model(model_config)
 
 
@@ -144,10 +158,12 @@ def learning_rate_for(config, steps_per_epoch):
 
 
 def compile_model(model, config, steps_per_epoch=1):
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate_for(config, steps_per_epoch)),
-                loss=losses.get_loss(config.loss, config.region_weights),
-                metrics=metrics_lib.build_metrics(decode.REGION_NAMES[config.task]),
-                jit_compile=config.jit_compile)
+  model.compile(
+    optimizer=keras.optimizers.Adam(learning_rate_for(config, steps_per_epoch)),
+    loss=losses.get_loss(config.loss, config.region_weights),
+    metrics=metrics_lib.build_metrics(decode.REGION_NAMES[config.task]),
+    jit_compile=config.jit_compile,
+  )
 
 
 class Run:
@@ -164,28 +180,38 @@ class Run:
     _check_task(config, self.layout)
     self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout)
     if self.val_dir:
-      self.val_layout = manifests.load_layout(self.val_dir, self.val_folds,
-                                              None if config.val_data_dir else config.drops)
+      self.val_layout = manifests.load_layout(
+        self.val_dir, self.val_folds, None if config.val_data_dir else config.drops
+      )
       if (self.val_layout.image_size, self.val_layout.channels) != (
-          self.layout.image_size, self.layout.channels):
-        raise manifests.DataError(f"{self.val_dir}: validation slices are "
-                                  f"{self.val_layout.image_size}px x {self.val_layout.channels}ch, "
-                                  f"training {self.layout.image_size}px x {self.layout.channels}ch")
+        self.layout.image_size,
+        self.layout.channels,
+      ):
+        raise manifests.DataError(
+          f"{self.val_dir}: validation slices are "
+          f"{self.val_layout.image_size}px x {self.val_layout.channels}ch, "
+          f"training {self.layout.image_size}px x {self.layout.channels}ch"
+        )
     else:
       self.val_layout = None
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
       raise ConfigError(f"--batch_size={config.batch_size} must divide by the {replicas} replicas")
     self.train_examples = sum(
-        patient["slices"] for patient in self.layout.patients.values()
-        if self.train_folds is None or patient["fold"] in self.train_folds)
-    self.steps_per_epoch = config.steps_per_epoch or max(1, self.train_examples // config.batch_size)
+      patient["slices"]
+      for patient in self.layout.patients.values()
+      if self.train_folds is None or patient["fold"] in self.train_folds
+    )
+    self.steps_per_epoch = config.steps_per_epoch or max(
+      1, self.train_examples // config.batch_size
+    )
     source = self._fine_tune_source()
     with strategy.scope():
       self.model = build_model(config, self.layout)
       if source is not None:
-        _refuse_bad_model_file(fine_tune.copy_weights, source, self.model,
-                               model_files.resolve(config.init_from))
+        _refuse_bad_model_file(
+          fine_tune.copy_weights, source, self.model, model_files.resolve(config.init_from)
+        )
       if config.freeze_encoder:
         fine_tune.freeze_encoder(self.model)
       compile_model(self.model, config, self.steps_per_epoch)
@@ -197,24 +223,42 @@ class Run:
     if not config.init_from:
       return None
     if callbacks_lib.has_backup(config.model_dir):
-      logging.info("resuming from %s; --init_from=%s is not loaded",
-                   os.path.join(config.model_dir, callbacks_lib.BACKUP), config.init_from)
+      logging.info(
+        "resuming from %s; --init_from=%s is not loaded",
+        os.path.join(config.model_dir, callbacks_lib.BACKUP),
+        config.init_from,
+      )
       return None
     size, channels = self.layout.image_size, self.layout.channels
     return _refuse_bad_model_file(
-        fine_tune.load_source, config.init_from, input_shape=(None, size, size, channels),
-        output_shape=(None, size, size, decode.num_targets(config.task)))
+      fine_tune.load_source,
+      config.init_from,
+      input_shape=(None, size, size, channels),
+      output_shape=(None, size, size, decode.num_targets(config.task)),
+    )
 
   def train_dataset(self):
     config = self.config
     augment_config = augment_lib.AugmentConfig(
-        rotate_scale_probability=config.rotate_scale_probability,
-        site_augmentation=config.site_augmentation)
-    return self.strategy.distribute_datasets_from_function(reader.dataset_fn(
-        config.data_dir, folds=self.train_folds, drops=config.drops, task=config.task,
-        global_batch_size=config.batch_size, training=True, augment=config.augment,
-        augment_config=augment_config, tumor_fraction=config.tumor_fraction, seed=config.seed,
-        deterministic=config.deterministic, shuffle_buffer=config.shuffle_buffer))
+      rotate_scale_probability=config.rotate_scale_probability,
+      site_augmentation=config.site_augmentation,
+    )
+    return self.strategy.distribute_datasets_from_function(
+      reader.dataset_fn(
+        config.data_dir,
+        folds=self.train_folds,
+        drops=config.drops,
+        task=config.task,
+        global_batch_size=config.batch_size,
+        training=True,
+        augment=config.augment,
+        augment_config=augment_config,
+        tumor_fraction=config.tumor_fraction,
+        seed=config.seed,
+        deterministic=config.deterministic,
+        shuffle_buffer=config.shuffle_buffer,
+      )
+    )
 
   def validation(self):
     """(distributed dataset, steps) or (None, None). Multi-worker runs repeat the validation
@@ -223,10 +267,17 @@ class Run:
       return None, None
     config = self.config
     multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    dataset = self.strategy.distribute_datasets_from_function(reader.dataset_fn(
-        self.val_dir, folds=self.val_folds, drops=None if config.val_data_dir else config.drops,
-        task=config.task, global_batch_size=config.batch_size, training=False,
-        repeat=multi_worker))
+    dataset = self.strategy.distribute_datasets_from_function(
+      reader.dataset_fn(
+        self.val_dir,
+        folds=self.val_folds,
+        drops=None if config.val_data_dir else config.drops,
+        task=config.task,
+        global_batch_size=config.batch_size,
+        training=False,
+        repeat=multi_worker,
+      )
+    )
     examples, batch = self.val_layout.num_examples, config.batch_size
     steps = max(1, examples // batch) if multi_worker else math.ceil(examples / batch)
     return dataset, steps
@@ -235,9 +286,14 @@ class Run:
     """A few validation slices with tumour, for TensorBoard pictures."""
     if self.val_layout is None or count <= 0:
       return None
-    dataset = reader.build_dataset(self.val_dir, folds=self.val_folds, task=self.config.task,
-                                   drops=None if self.config.val_data_dir else self.config.drops,
-                                   global_batch_size=64, training=False)
+    dataset = reader.build_dataset(
+      self.val_dir,
+      folds=self.val_folds,
+      task=self.config.task,
+      drops=None if self.config.val_data_dir else self.config.drops,
+      global_batch_size=64,
+      training=False,
+    )
     images, targets = [], []
     for image, target in dataset:
       keep = np.asarray(tf.reduce_max(target, axis=[1, 2, 3]) > 0)
@@ -285,18 +341,34 @@ def _train(config, strategy, run):
   val_dataset, val_steps = run.validation()
   monitor = "val_dice" if val_dataset is not None else "dice"
   callbacks = callbacks_lib.build_callbacks(
-      model_dir=config.model_dir, write_dir=write_dir, monitor=monitor,
-      early_stopping_patience=config.early_stopping_patience,
-      reduce_lr_patience=config.reduce_lr_patience if config.lr_schedule == "plateau" else 0,
-      save_best_only=config.checkpoint == "best", is_chief=chief,
-      validation_batch=run.sample_validation_batch(config.tensorboard_images) if chief else None)
-  logging.info("training on folds %s (%d slices, %d steps/epoch), validating on %s, %d replicas, "
-               "%s, lr %.2e", run.train_folds or "all", run.train_examples, run.steps_per_epoch,
-               run.val_folds if run.val_dir else "nothing", strategy.num_replicas_in_sync,
-               config.precision, effective_learning_rate(config))
-  history = run.model.fit(run.train_dataset(), epochs=config.epochs,
-                          steps_per_epoch=run.steps_per_epoch, validation_data=val_dataset,
-                          validation_steps=val_steps, callbacks=callbacks, verbose=2)
+    model_dir=config.model_dir,
+    write_dir=write_dir,
+    monitor=monitor,
+    early_stopping_patience=config.early_stopping_patience,
+    reduce_lr_patience=config.reduce_lr_patience if config.lr_schedule == "plateau" else 0,
+    save_best_only=config.checkpoint == "best",
+    is_chief=chief,
+    validation_batch=run.sample_validation_batch(config.tensorboard_images) if chief else None,
+  )
+  logging.info(
+    "training on folds %s (%d slices, %d steps/epoch), validating on %s, %d replicas, %s, lr %.2e",
+    run.train_folds or "all",
+    run.train_examples,
+    run.steps_per_epoch,
+    run.val_folds if run.val_dir else "nothing",
+    strategy.num_replicas_in_sync,
+    config.precision,
+    effective_learning_rate(config),
+  )
+  history = run.model.fit(
+    run.train_dataset(),
+    epochs=config.epochs,
+    steps_per_epoch=run.steps_per_epoch,
+    validation_data=val_dataset,
+    validation_steps=val_steps,
+    callbacks=callbacks,
+    verbose=2,
+  )
   if chief:
     export(config.model_dir)
   else:
@@ -306,10 +378,16 @@ def _train(config, strategy, run):
 
 def write_dataset_info(config, run):
   """The model's contract (model/contract.py): what prediction and evaluation need."""
-  contract.write(config.model_dir, contract.training_info(
-      task=config.task, layout=run.layout,
+  contract.write(
+    config.model_dir,
+    contract.training_info(
+      task=config.task,
+      layout=run.layout,
       val_fold=run.val_folds[0] if run.val_folds and not config.val_data_dir else None,
-      train_folds=run.train_folds, checkpoint=config.checkpoint))
+      train_folds=run.train_folds,
+      checkpoint=config.checkpoint,
+    ),
+  )
 
 
 def export(model_dir):
@@ -328,7 +406,6 @@ def export(model_dir):
 
 
 class _StepTimer(keras.callbacks.Callback):
-
   def __init__(self):
     super().__init__()
     self.times = []
@@ -348,15 +425,33 @@ def benchmark(config, strategy, steps, warmup=5):
   """Training throughput with the real input pipeline and with in-memory batches of the same
   shape; prints JSON lines and returns the summary."""
   run = Run(config, strategy)
-  common = {"precision": config.precision, "replicas": strategy.num_replicas_in_sync,
-            "global_batch_size": config.batch_size, "image_size": run.layout.image_size,
-            "channels": run.layout.channels, "base_filters": config.base_filters,
-            "depth": config.depth, "jit_compile": config.jit_compile,
-            "devices": [d.name for d in tf.config.list_logical_devices()
-                        if d.device_type in ("CPU", "GPU")], "steps": steps, "warmup_steps": warmup}
+  common = {
+    "precision": config.precision,
+    "replicas": strategy.num_replicas_in_sync,
+    "global_batch_size": config.batch_size,
+    "image_size": run.layout.image_size,
+    "channels": run.layout.channels,
+    "base_filters": config.base_filters,
+    "depth": config.depth,
+    "jit_compile": config.jit_compile,
+    "devices": [
+      d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")
+    ],
+    "steps": steps,
+    "warmup_steps": warmup,
+  }
   pipeline_rate, pipeline_seconds = _images_per_sec(run, run.train_dataset(), steps, warmup)
-  print(json.dumps({"benchmark": "train_pipeline", "images_per_sec": round(pipeline_rate, 2),
-                    "seconds": round(pipeline_seconds, 3), **common}), flush=True)
+  print(
+    json.dumps(
+      {
+        "benchmark": "train_pipeline",
+        "images_per_sec": round(pipeline_rate, 2),
+        "seconds": round(pipeline_seconds, 3),
+        **common,
+      }
+    ),
+    flush=True,
+  )
 
   size, channels = run.layout.image_size, run.layout.channels
   targets = decode.num_targets(config.task)
@@ -365,11 +460,25 @@ def benchmark(config, strategy, steps, warmup=5):
   masks = (rng.random((config.batch_size, size, size, targets)) < 0.1).astype(np.float32)
   in_memory = tf.data.Dataset.from_tensors((images, masks)).repeat()
   memory_rate, memory_seconds = _images_per_sec(
-      run, strategy.experimental_distribute_dataset(in_memory), steps, warmup)
-  print(json.dumps({"benchmark": "train_in_memory", "images_per_sec": round(memory_rate, 2),
-                    "seconds": round(memory_seconds, 3), **common}), flush=True)
-  summary = {"benchmark": "train_summary", "pipeline_images_per_sec": round(pipeline_rate, 2),
-             "in_memory_images_per_sec": round(memory_rate, 2),
-             "pipeline_vs_in_memory": round(pipeline_rate / memory_rate, 3), **common}
+    run, strategy.experimental_distribute_dataset(in_memory), steps, warmup
+  )
+  print(
+    json.dumps(
+      {
+        "benchmark": "train_in_memory",
+        "images_per_sec": round(memory_rate, 2),
+        "seconds": round(memory_seconds, 3),
+        **common,
+      }
+    ),
+    flush=True,
+  )
+  summary = {
+    "benchmark": "train_summary",
+    "pipeline_images_per_sec": round(pipeline_rate, 2),
+    "in_memory_images_per_sec": round(memory_rate, 2),
+    "pipeline_vs_in_memory": round(pipeline_rate / memory_rate, 3),
+    **common,
+  }
   print(json.dumps(summary), flush=True)
   return summary

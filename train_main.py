@@ -7,6 +7,7 @@ run_info.json, run.log, history.csv, training_curves.png, tensorboard/, backup/ 
 resumes from it).
 """
 
+import dataclasses
 import os
 import sys
 
@@ -17,128 +18,136 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from model import config as model_config
+from training import config
+
+_D = config.TrainConfig  # every default below is the config's own (class attributes)
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "tfrecords", "Folder holding converted drops.")
-_DROPS = flags.DEFINE_list("drops", None, "Drops to train on (default: every complete drop).")
+_DROPS = flags.DEFINE_list("drops", _D.drops, "Drops to train on (default: every complete drop).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's outputs go.")
-_VAL_FOLD = flags.DEFINE_integer(
-  "val_fold", 0, "Validation fold; -1 trains on every fold without validation."
+flags.DEFINE_integer(
+  "val_fold", _D.val_fold, "Validation fold; -1 trains on every fold without validation."
 )
-_VAL_DATA_DIR = flags.DEFINE_string(
+flags.DEFINE_string(
   "val_data_dir",
-  None,
+  _D.val_data_dir,
   "Validate on every drop of this folder instead of a fold (then every fold of --data_dir trains).",
 )
-_TASK = flags.DEFINE_enum(
-  "task",
-  "whole_tumor",
-  ["whole_tumor", "regions"],
-  "whole_tumor: 1 output (label > 0); regions: WT, TC, ET.",
+flags.DEFINE_enum(
+  "task", _D.task, config.TASKS, "whole_tumor: 1 output (label > 0); regions: WT, TC, ET."
 )
-_LOSS = flags.DEFINE_enum("loss", "bce_dice", ["bce", "dice", "bce_dice"], "Training loss.")
+flags.DEFINE_enum("loss", _D.loss, model_config.LOSS_NAMES, "Training loss.")
 _REGION_WEIGHTS = flags.DEFINE_list(
   "region_weights",
-  None,
+  _D.region_weights,
   "Dice weight of each output (regions: WT,TC,ET, e.g. 1,1,2); default equal.",
 )
-_EPOCHS = flags.DEFINE_integer("epochs", 40, "Epochs.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size, split over replicas.")
-_STEPS_PER_EPOCH = flags.DEFINE_integer(
-  "steps_per_epoch", None, "Steps per epoch (default: one pass over the training folds)."
+flags.DEFINE_integer("epochs", _D.epochs, "Epochs.")
+flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size, split over replicas.")
+flags.DEFINE_integer(
+  "steps_per_epoch",
+  _D.steps_per_epoch,
+  "Steps per epoch (default: one pass over the training folds).",
 )
-_LEARNING_RATE = flags.DEFINE_float(
+flags.DEFINE_float(
   "learning_rate",
-  1e-3,
-  "Adam learning rate for a global batch "
-  "of 32; scaled by sqrt(batch_size / 32) unless "
+  _D.learning_rate,
+  "Adam learning rate for a global batch of 32; scaled by sqrt(batch_size / 32) unless "
   "--noscale_learning_rate.",
 )
-_SCALE_LEARNING_RATE = flags.DEFINE_bool("scale_learning_rate", True, "Square-root batch scaling.")
-_EARLY_STOPPING_PATIENCE = flags.DEFINE_integer(
-  "early_stopping_patience", 10, "Epochs without a better monitored Dice before stopping; 0: never."
+flags.DEFINE_bool("scale_learning_rate", _D.scale_learning_rate, "Square-root batch scaling.")
+flags.DEFINE_integer(
+  "early_stopping_patience",
+  _D.early_stopping_patience,
+  "Epochs without a better monitored Dice before stopping; 0: never.",
 )
-_REDUCE_LR_PATIENCE = flags.DEFINE_integer(
-  "reduce_lr_patience", 4, "Epochs without improvement before halving the learning rate."
+flags.DEFINE_integer(
+  "reduce_lr_patience",
+  _D.reduce_lr_patience,
+  "Epochs without improvement before halving the learning rate.",
 )
-_LR_SCHEDULE = flags.DEFINE_enum(
+flags.DEFINE_enum(
   "lr_schedule",
-  "plateau",
-  ["plateau", "cosine"],
-  "plateau: halve on a validation plateau; cosine: decay to 0 over "
-  "--epochs (needs no validation data).",
+  _D.lr_schedule,
+  config.LR_SCHEDULES,
+  "plateau: halve on a validation plateau; cosine: decay to 0 over --epochs (needs no "
+  "validation data).",
 )
-_CHECKPOINT = flags.DEFINE_enum(
+flags.DEFINE_enum(
   "checkpoint",
-  "best",
-  ["best", "last"],
-  "best_model.keras holds the best epoch by validation Dice, or the "
-  "last epoch (honest cross-validation: the scored fold picks "
-  "nothing).",
+  _D.checkpoint,
+  config.CHECKPOINTS,
+  "best_model.keras holds the best epoch by validation Dice, or the last epoch (honest "
+  "cross-validation: the scored fold picks nothing).",
 )
-_SITE_AUGMENTATION = flags.DEFINE_bool(
+flags.DEFINE_bool(
   "site_augmentation",
-  False,
-  "Augmentation modelled on "
-  "other scanners: intensity curves, bias field, blur, low "
+  _D.site_augmentation,
+  "Augmentation modelled on other scanners: intensity curves, bias field, blur, low "
   "resolution, noise, slice-to-slice changes.",
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seeds weights, data order and augmentation.")
-_DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Reproducible batches and ops (slower).")
-_AUGMENT = flags.DEFINE_bool("augment", True, "Training-time augmentation.")
-_ROTATE_SCALE_PROBABILITY = flags.DEFINE_float(
-  "rotate_scale_probability", 0.5, "Share of training batches given a small rotation and scaling."
+flags.DEFINE_integer("seed", _D.seed, "Seeds weights, data order and augmentation.")
+flags.DEFINE_bool("deterministic", _D.deterministic, "Reproducible batches and ops (slower).")
+flags.DEFINE_bool("augment", _D.augment, "Training-time augmentation.")
+flags.DEFINE_float(
+  "rotate_scale_probability",
+  _D.rotate_scale_probability,
+  "Share of training batches given a small rotation and scaling.",
 )
-_TUMOR_FRACTION = flags.DEFINE_float(
-  "tumor_fraction", None, "Fraction of tumour slices in training batches (default: as stored)."
+flags.DEFINE_float(
+  "tumor_fraction",
+  _D.tumor_fraction,
+  "Fraction of tumour slices in training batches (default: as stored).",
 )
-_SHUFFLE_BUFFER = flags.DEFINE_integer("shuffle_buffer", 4096, "Example shuffle buffer.")
-_DEPTH = flags.DEFINE_integer("depth", 4, "U-Net levels (poolings).")
-_BASE_FILTERS = flags.DEFINE_integer("base_filters", 32, "Filters of the first level.")
-_DROPOUT = flags.DEFINE_float("dropout", 0.1, "Dropout at the deepest levels.")
-_BATCH_NORM = flags.DEFINE_bool("batch_norm", True, "Batch normalization after convolutions.")
-_SYNC_BATCH_NORM = flags.DEFINE_bool(
-  "sync_batch_norm", False, "Batch statistics over all replicas."
+flags.DEFINE_integer(
+  "shuffle_buffer", _D.shuffle_buffer, "Example shuffle buffer (default: the reader's, 4096)."
 )
-_UPSAMPLING = flags.DEFINE_enum(
-  "upsampling", "transpose", ["transpose", "bilinear"], "Decoder upsampling."
-)
+flags.DEFINE_integer("depth", _D.depth, "U-Net levels (poolings).")
+flags.DEFINE_integer("base_filters", _D.base_filters, "Filters of the first level.")
+flags.DEFINE_float("dropout", _D.dropout, "Dropout at the deepest levels.")
+flags.DEFINE_bool("batch_norm", _D.batch_norm, "Batch normalization after convolutions.")
+flags.DEFINE_bool("sync_batch_norm", _D.sync_batch_norm, "Batch statistics over all replicas.")
+flags.DEFINE_enum("upsampling", _D.upsampling, model_config.UPSAMPLING_MODES, "Decoder upsampling.")
 _ARCHITECTURE = flags.DEFINE_enum(
   "architecture",
-  "unet",
-  ["unet", "unet_plus_plus", "attention_unet", "trans_unet"],
+  _D.architecture,
+  model_config.ARCHITECTURES,
   "Model family (docs/architectures.md): U-Net, U-Net++ (nested skips), Attention U-Net "
   "(gated skips), TransUNet (transformer blocks over the bottleneck).",
 )
-_DEEP_SUPERVISION = flags.DEFINE_bool(
+flags.DEFINE_bool(
   "deep_supervision",
-  False,
+  _D.deep_supervision,
   "unet_plus_plus: output the average of the heads of every nested column.",
 )
-_TRANSFORMER_LAYERS = flags.DEFINE_integer(
-  "transformer_layers", 2, "trans_unet: transformer blocks over the bottleneck tokens."
+flags.DEFINE_integer(
+  "transformer_layers",
+  _D.transformer_layers,
+  "trans_unet: transformer blocks over the bottleneck tokens.",
 )
-_TRANSFORMER_HEADS = flags.DEFINE_integer(
-  "transformer_heads", 4, "trans_unet: attention heads per transformer block."
+flags.DEFINE_integer(
+  "transformer_heads", _D.transformer_heads, "trans_unet: attention heads per transformer block."
 )
-_INIT_FROM = flags.DEFINE_string(
+flags.DEFINE_string(
   "init_from",
-  None,
-  "Start from this model's weights: a .keras "
-  "or .h5 file, or a run folder (its best_model.keras). It must "
-  "fit the flags' model: image size, channels, outputs, layers. "
+  _D.init_from,
+  "Start from this model's weights: a .keras or .h5 file, or a run folder (its "
+  "best_model.keras). It must fit the flags' model: image size, channels, outputs, layers. "
   "A run resuming from its backup/ keeps the backup's weights.",
 )
-_FREEZE_ENCODER = flags.DEFINE_bool(
+flags.DEFINE_bool(
   "freeze_encoder",
-  False,
+  _D.freeze_encoder,
   "With --init_from: keep the encoder's weights (down*, bottleneck) as loaded.",
+)
+flags.DEFINE_integer(
+  "tensorboard_images", _D.tensorboard_images, "Validation overlays drawn per epoch in TensorBoard."
 )
 _STRATEGY = flags.DEFINE_enum(
   "strategy",
   "auto",
-  list(_STRATEGIES),
+  config.STRATEGIES,
   "auto: mirrored on several GPUs, else default; multi_worker: TF_CONFIG.",
 )
 _DEVICES = flags.DEFINE_list(
@@ -152,14 +161,11 @@ _LOGICAL_CPUS = flags.DEFINE_integer(
 _MIXED_PRECISION = flags.DEFINE_enum(
   "mixed_precision",
   "auto",
-  list(_PRECISIONS),
+  config.PRECISIONS,
   "auto: mixed_float16 on GPUs with tensor cores, else float32.",
 )
 _JIT_COMPILE = flags.DEFINE_enum(
   "jit_compile", "auto", ["auto", "true", "false"], "XLA; auto: on for GPUs, off on CPU."
-)
-_TENSORBOARD_IMAGES = flags.DEFINE_integer(
-  "tensorboard_images", 4, "Validation overlays drawn in TensorBoard each epoch."
 )
 _BENCHMARK_STEPS = flags.DEFINE_integer(
   "benchmark_steps",
@@ -250,6 +256,21 @@ def _write_flags(model_dir):
   )
 
 
+def _train_config(**resolved):
+  """The TrainConfig of the flags: each field takes the flag of its name, then `resolved`."""
+  values = {
+    field.name: flags.FLAGS[field.name].value
+    for field in dataclasses.fields(config.TrainConfig)
+    if field.name in flags.FLAGS
+  }
+  values.update(
+    drops=tuple(_DROPS.value) if _DROPS.value else None,
+    region_weights=_region_weights(),
+    **resolved,
+  )
+  return config.TrainConfig(**values)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -270,58 +291,21 @@ def main(argv):
   except ValueError as error:
     sys.exit(f"error: {error}")
   if _STRATEGY.value == "multi_worker":
-    from training import multi_worker
-
+    try:
+      from training import multi_worker
+    except ValueError as error:  # a Keras version the patch was not tested on
+      sys.exit(f"error: {error}")
     multi_worker.apply()
   from input_pipeline import manifests
   from training import trainer
 
-  precision = distribution.resolve_precision(_MIXED_PRECISION.value)
-  jit = {"true": True, "false": False}.get(_JIT_COMPILE.value, distribution.uses_gpu())
-  config = trainer.TrainConfig(
-    data_dir=_DATA_DIR.value,
-    model_dir=_MODEL_DIR.value,
-    drops=tuple(_DROPS.value) if _DROPS.value else None,
-    val_fold=_VAL_FOLD.value,
-    val_data_dir=_VAL_DATA_DIR.value,
-    task=_TASK.value,
-    loss=_LOSS.value,
-    region_weights=_region_weights(),
-    epochs=_EPOCHS.value,
-    batch_size=_BATCH_SIZE.value,
-    steps_per_epoch=_STEPS_PER_EPOCH.value,
-    learning_rate=_LEARNING_RATE.value,
-    scale_learning_rate=_SCALE_LEARNING_RATE.value,
-    early_stopping_patience=_EARLY_STOPPING_PATIENCE.value,
-    reduce_lr_patience=_REDUCE_LR_PATIENCE.value,
-    lr_schedule=_LR_SCHEDULE.value,
-    checkpoint=_CHECKPOINT.value,
-    site_augmentation=_SITE_AUGMENTATION.value,
-    seed=_SEED.value,
-    deterministic=_DETERMINISTIC.value,
-    augment=_AUGMENT.value,
-    rotate_scale_probability=_ROTATE_SCALE_PROBABILITY.value,
-    tumor_fraction=_TUMOR_FRACTION.value,
-    shuffle_buffer=_SHUFFLE_BUFFER.value,
-    depth=_DEPTH.value,
-    base_filters=_BASE_FILTERS.value,
-    dropout=_DROPOUT.value,
-    batch_norm=_BATCH_NORM.value,
-    sync_batch_norm=_SYNC_BATCH_NORM.value,
-    upsampling=_UPSAMPLING.value,
-    architecture=_ARCHITECTURE.value,
-    deep_supervision=_DEEP_SUPERVISION.value,
-    transformer_layers=_TRANSFORMER_LAYERS.value,
-    transformer_heads=_TRANSFORMER_HEADS.value,
-    precision=precision,
-    jit_compile=jit,
-    tensorboard_images=_TENSORBOARD_IMAGES.value,
-    init_from=_INIT_FROM.value,
-    freeze_encoder=_FREEZE_ENCODER.value,
+  train_config = _train_config(
+    precision=distribution.resolve_precision(_MIXED_PRECISION.value),
+    jit_compile={"true": True, "false": False}.get(_JIT_COMPILE.value, distribution.uses_gpu()),
   )
   try:
     if _BENCHMARK_STEPS.value:
-      trainer.benchmark(config, strategy, _BENCHMARK_STEPS.value)
+      trainer.benchmark(train_config, strategy, _BENCHMARK_STEPS.value)
       return
     if distribution.is_chief():
       _write_flags(_MODEL_DIR.value)
@@ -329,10 +313,10 @@ def main(argv):
       "strategy %s with %d replicas, precision %s, XLA %s",
       type(strategy).__name__,
       strategy.num_replicas_in_sync,
-      precision,
-      jit,
+      train_config.precision,
+      train_config.jit_compile,
     )
-    trainer.train(config, strategy)
+    trainer.train(train_config, strategy)
   except (manifests.DataError, trainer.ConfigError) as error:
     sys.exit(f"error: {error}")
   print(

@@ -34,6 +34,7 @@ def _summary(result):
     "entry": result.manifest_entry() if result.error is None else None,
     "bad": [e.to_json() for e in result.bad_files]
     + ([result.error.to_json()] if result.error is not None else []),
+    "warnings": result.warnings,
   }
 
 
@@ -87,8 +88,8 @@ def convert_with_beam(found, options, staging_path, shard_bytes, pipeline_args):
   """Runs the Beam pipeline over `found` sources into `staging_path`.
 
   Returns:
-    (patients {id: manifest entry}, shards [manifest entries], bad inputs [BadInputError]),
-    in the same order as the local runner.
+    (patients {id: manifest entry}, shards [manifest entries], bad inputs [BadInputError],
+    warnings ["<file>: <reason>"]), in the same order as the local runner.
   """
   order = {source.patient_id: i for i, source in enumerate(found)}
   with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
@@ -119,7 +120,8 @@ def convert_with_beam(found, options, staging_path, shard_bytes, pipeline_args):
     )
     _ = (
       summaries
-      | "Entries" >> beam.Map(lambda s: {k: s[k] for k in ("patient_id", "entry", "bad")})
+      | "Entries"
+      >> beam.Map(lambda s: {k: s[k] for k in ("patient_id", "entry", "bad", "warnings")})
       | "AllEntries" >> beam.combiners.ToList()
       | "PatientList" >> beam.Map(_write_json, os.path.join(staging_path, _PATIENTS_FILE))
     )
@@ -136,4 +138,4 @@ def convert_with_beam(found, options, staging_path, shard_bytes, pipeline_args):
       os.unlink(path)
   patients = {s["patient_id"]: s["entry"] for s in summaries if s["entry"] is not None}
   bad = [BadInputError(e["file"], e["reason"]) for s in summaries for e in s["bad"]]
-  return patients, shards, bad
+  return patients, shards, bad, [w for s in summaries for w in s["warnings"]]

@@ -22,7 +22,9 @@ from data_prep import patient_conversion
 
 _INPUT = flags.DEFINE_string("input", None, "Source folder (Kaggle h5 slices or NIfTI cases).")
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "Worker counts to compare.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Stored slice size.")
+_IMAGE_SIZE = flags.DEFINE_integer(
+  "image_size", patient_conversion.ConversionOptions.image_size, "Stored slice size."
+)
 _BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
   "beam_pipeline_options",
   None,

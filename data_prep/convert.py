@@ -37,6 +37,7 @@ class ConversionReport:
   tumor_slices: int = 0
   skipped: list = dataclasses.field(default_factory=list)  # already in a complete drop
   bad: list = dataclasses.field(default_factory=list)  # BadInputError
+  warnings: list = dataclasses.field(default_factory=list)  # "<file>: <reason>", converted anyway
   superseded: dict = dataclasses.field(default_factory=dict)  # old drop -> patients taken out
   seconds: float = 0.0
   started: float = 0.0
@@ -198,11 +199,13 @@ def convert(
       if runner == "beam":
         from data_prep import beam_runner  # the local runner never imports Apache Beam
 
-        patients, shards, bad = beam_runner.convert_with_beam(
+        patients, shards, bad, warnings = beam_runner.convert_with_beam(
           found, options, staging.path, shard_bytes, beam_options or []
         )
         for error in bad:
           _record_bad(report, error, strict)
+        for warning in warnings:
+          _record_warning(report, warning)
         overlay_candidates = []
         report.patients = len(patients)
         report.slices = sum(entry["slices"] for entry in patients.values())
@@ -262,6 +265,8 @@ def _convert_locally(
   ):
     for error in result.bad_files:
       _record_bad(report, error, strict)
+    for warning in result.warnings:
+      _record_warning(report, warning)
     if result.error is not None:
       _record_bad(report, result.error, strict)
       continue
@@ -293,6 +298,12 @@ def _record_bad(report, error, strict):
   _print_bad(error)
   if strict:
     raise StrictModeError(str(error))
+
+
+def _record_warning(report, warning):
+  """Input that converts but looks unlike the release: the user should know which file."""
+  report.warnings.append(warning)
+  tqdm.tqdm.write(f"warning: {warning}", file=sys.stderr)
 
 
 def _shard_writer(directory, shard_bytes):

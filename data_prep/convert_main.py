@@ -33,6 +33,8 @@ _DROP = flags.DEFINE_string(
   "Name of the new drop (default: the input folder's name; "
   "-2, -3... appended when that drop exists).",
 )
+_O = patient_conversion.ConversionOptions  # the flags' defaults are the options'
+
 _INPUT_FORMAT = flags.DEFINE_enum(
   "input_format",
   "auto",
@@ -40,44 +42,52 @@ _INPUT_FORMAT = flags.DEFINE_enum(
   "Source format; auto detects it from the file names.",
 )
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Stored slices are image_size x image_size.")
-_NUM_FOLDS = flags.DEFINE_integer("num_folds", 5, "Patients are hashed into this many folds.")
+_IMAGE_SIZE = flags.DEFINE_integer(
+  "image_size", _O.image_size, "Stored slices are image_size x image_size."
+)
+_NUM_FOLDS = flags.DEFINE_integer(
+  "num_folds", _O.num_folds, "Patients are hashed into this many folds."
+)
 _MODALITIES = flags.DEFINE_list(
-  "modalities", ["flair"], f"Channels to store, in order, from {list(sources.MODALITIES)}."
+  "modalities",
+  list(_O.modalities),
+  f"Channels to store, in order, from {list(sources.MODALITIES)}.",
 )
 _IMAGE_DTYPE = flags.DEFINE_enum(
   "image_dtype",
-  "float16",
+  _O.image_dtype,
   ["float16", "float32"],
   "Stored pixel type (normalized values fit float16).",
 )
 _NORMALIZATION = flags.DEFINE_enum(
   "normalization",
-  "auto",
+  _O.normalization_scope,
   ["auto", "volume", "slice"],
   "z-score scope over brain voxels: auto = per volume for NIfTI, per slice for Kaggle h5 "
   "(its slices were z-scored one by one).",
 )
 _INTENSITY = flags.DEFINE_enum(
   "intensity_normalization",
-  "zscore_brain",
+  _O.normalization,
   list(preprocessing.NORMALIZATION_METHODS),
   "zscore_brain: mean and std of brain voxels; robust_brain: median and IQR (not pulled by "
   "the tumour).",
 )
 _CROP = flags.DEFINE_enum(
   "crop",
-  "brain",
+  _O.crop,
   list(preprocessing.CROPS),
   "brain: a square around the brain of the whole volume is resized to "
   "--image_size (more brain per pixel); none: the whole slice.",
 )
 _CONTEXT_SLICES = flags.DEFINE_integer(
   "context_slices",
-  0,
+  _O.context_slices,
   "2.5D: neighbouring slices on each side stored as extra channels (edge slices repeated).",
 )
-_SHARD_MB = flags.DEFINE_float("shard_mb", 128.0, "Target shard size in MiB.")
+_SHARD_MB = flags.DEFINE_float(
+  "shard_mb", convert.DEFAULT_SHARD_BYTES / 2**20, "Target shard size in MiB."
+)
 _OVERLAYS = flags.DEFINE_integer(
   "overlays", 0, "Inspection PNGs to save (one tumour slice per patient)."
 )

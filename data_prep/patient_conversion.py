@@ -18,14 +18,17 @@ from data_prep.errors import BadInputError
 
 @dataclasses.dataclass(frozen=True)
 class ConversionOptions:
-  image_size: int = 128
-  modalities: tuple = ("flair",)
+  """How to convert a patient: the preprocessing recipe's settings (their defaults are the
+  recipe's) plus how the slices are stored."""
+
+  image_size: int = preprocessing.Recipe.image_size
+  modalities: tuple = preprocessing.Recipe.modalities
   image_dtype: str = "float16"
   num_folds: int = 5
-  normalization_scope: str = "auto"  # "auto": per volume for NIfTI, per slice for Kaggle h5
-  normalization: str = "zscore_brain"
-  crop: str = "brain"
-  context_slices: int = 0
+  normalization_scope: str = preprocessing.Recipe.normalization_scope
+  normalization: str = preprocessing.Recipe.normalization
+  crop: str = preprocessing.Recipe.crop
+  context_slices: int = preprocessing.Recipe.context_slices
 
   @property
   def recipe(self):
@@ -57,6 +60,7 @@ class PatientResult:
   crop: dict | None = None  # preprocessing.CropBox.to_json()
   bad_files: list = dataclasses.field(default_factory=list)  # BadInputError, slice level
   error: BadInputError | None = None
+  warnings: list = dataclasses.field(default_factory=list)  # "<file>: <reason>", converted anyway
   overlays: list = dataclasses.field(default_factory=list)  # [(image [H, W], labels, slice_index)]
 
   def manifest_entry(self):
@@ -78,7 +82,7 @@ def convert_patient(source, options):
   try:
     volume = readers.read_patient(source, options.modalities)
   except BadInputError as error:
-    return PatientResult(source.patient_id, fold, error=error)
+    return PatientResult(source.patient_id, fold, bad_files=list(error.bad_files), error=error)
   if volume.labels is None:
     return PatientResult(
       source.patient_id,
@@ -98,6 +102,7 @@ def convert_patient(source, options):
     spacing_mm=volume.spacing_mm,
     crop=slices.crop.to_json(),
     bad_files=volume.bad_files,
+    warnings=volume.warnings,
   )
   if not len(source_indices):
     result.error = BadInputError(volume.source_files[0]["path"], "no slice contains brain")
@@ -124,11 +129,11 @@ def convert_patient(source, options):
 
 def _overlay_slices(images, labels, source_indices, tumor_pixels, num_modalities, count=3):
   """Up to `count` tumour slices for inspection: the largest tumour first, then spread out."""
-  tumour = np.flatnonzero(tumor_pixels)
-  if not len(tumour):
+  tumor = np.flatnonzero(tumor_pixels)
+  if not len(tumor):
     return []
-  largest = int(tumour[np.argmax(tumor_pixels[tumour])])
-  spread = tumour[np.linspace(0, len(tumour) - 1, count + 2)[1:-1].round().astype(int)]
+  largest = int(tumor[np.argmax(tumor_pixels[tumor])])
+  spread = tumor[np.linspace(0, len(tumor) - 1, count + 2)[1:-1].round().astype(int)]
   chosen = list(dict.fromkeys([largest, *map(int, spread)]))[:count]
   centre = images.shape[-1] // 2 // num_modalities * num_modalities  # first channel of slice 0
   return [(images[i, :, :, centre], labels[i], int(source_indices[i])) for i in chosen]

@@ -4,6 +4,7 @@ Each file is read once: the bytes are hashed (for the manifest) and then parsed 
 memory. Every failure becomes a `BadInputError` naming the file and the reason.
 """
 
+import collections
 import dataclasses
 import gzip
 import hashlib
@@ -20,6 +21,7 @@ from data_prep.sources import H5_CHANNELS
 
 KAGGLE_IMAGE_CHANNELS = 4
 KAGGLE_MASK_CHANNELS = 3
+KAGGLE_SLICE_SIZE = (240, 240)  # (height, width) of every slice of the Kaggle release
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,7 @@ class PatientVolume:
   affine: np.ndarray | None = None  # NIfTI affine, to write predictions back
   header: object = None  # NIfTI header of the first modality, likewise
   source_shape: tuple = ()  # (H, W, D) of the source volume
+  warnings: list = dataclasses.field(default_factory=list)  # "<file>: <reason>", converted anyway
 
 
 def read_bytes(path):
@@ -175,17 +178,13 @@ def read_h5_slice(path, channels, *, require_labels=True):
 
 
 def read_h5_patient(source, modalities, *, require_labels=True):
-  """Loads a patient's Kaggle slice files; a bad slice is skipped and listed, not fatal."""
+  """Loads a patient's Kaggle slice files; a bad slice is skipped and listed, not fatal, but
+  slices of mixed sizes refuse the patient (warnings name a size other than the release's)."""
   channels = [H5_CHANNELS[m] for m in modalities]
   images, label_maps, indices, source_files, bad_files = [], [], [], [], []
   for slice_index, path in source.files:
     try:
       image, label_map, digest = read_h5_slice(path, channels, require_labels=require_labels)
-      if images and image.shape != images[0].shape:
-        raise BadInputError(
-          path,
-          f"image shape {image.shape} differs from the patient's other slices {images[0].shape}",
-        )
     except BadInputError as error:
       bad_files.append(error)
       continue
@@ -193,14 +192,23 @@ def read_h5_patient(source, modalities, *, require_labels=True):
     label_maps.append(label_map)
     indices.append(slice_index)
     source_files.append({"path": path, "sha256": digest})
-  if not images:
+  if not images:  # each file keeps its own line: the last one raised, the others carried
+    last = bad_files[-1]
     raise BadInputError(
-      source.files[0][1].rsplit("/", 1)[0],
-      f"{source.patient_id}: none of its {len(source.files)} slice files is readable"
-      f" (first: {bad_files[0].reason})",
+      last.path,
+      f"{last.reason}; none of the {len(bad_files)} slice files of {source.patient_id} is"
+      " readable, the patient is skipped",
+      bad_files=bad_files[:-1],
+    )
+  height, width = _slice_size(source.patient_id, images, source_files, bad_files)
+  warnings = []
+  if (height, width) != KAGGLE_SLICE_SIZE:
+    warnings.append(
+      f"{source_files[0]['path']}: the {len(images)} slices of {source.patient_id} are "
+      f"{_size_text((height, width))}, not the release's {_size_text(KAGGLE_SLICE_SIZE)};"
+      " converted anyway"
     )
   has_labels = all(m is not None for m in label_maps)
-  height, width = images[0].shape[:2]
   return PatientVolume(
     patient_id=source.patient_id,
     image=np.stack(images),
@@ -210,6 +218,29 @@ def read_h5_patient(source, modalities, *, require_labels=True):
     source_files=source_files,
     bad_files=bad_files,
     source_shape=(height, width, max(indices) + 1),
+    warnings=warnings,
+  )
+
+
+def _size_text(size):
+  return f"{size[0]}x{size[1]}"
+
+
+def _slice_size(patient_id, images, source_files, bad_files):
+  """The (height, width) shared by a patient's slices. Slices of mixed sizes make no volume (nor
+  one crop), so the patient is refused in one line naming the files off the most common size."""
+  sizes = [image.shape[:2] for image in images]
+  common, count = collections.Counter(sizes).most_common(1)[0]
+  odd = [(f["path"], size) for f, size in zip(source_files, sizes) if size != common]
+  if not odd:
+    return common
+  others = ", ".join(f"{path} ({_size_text(size)})" for path, size in odd[1:])
+  raise BadInputError(
+    odd[0][0],
+    f"slice is {_size_text(odd[0][1])} but {count} of the {len(sizes)} readable slice files of"
+    f" {patient_id} are {_size_text(common)}, the patient is skipped"
+    + (f" (other slices of another size: {others})" if others else ""),
+    bad_files=bad_files,
   )
 
 

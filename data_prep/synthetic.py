@@ -49,7 +49,7 @@ _INTENSITIES = {
   "t1ce": (0, 420, 350, 160, 340, 250, 900),
   "t2": (0, 130, 180, 450, 330, 380, 260),
 }
-_TUMOUR_FREE_FRACTION = 1 / 8
+_TUMOR_FREE_FRACTION = 1 / 8
 _TEXTURE_AMPLITUDE = 0.07
 _NOISE_FRACTION = 0.025  # noise sigma relative to white matter
 _MIN_BRAIN_INTENSITY = 10  # brain voxels stay strictly above the background 0
@@ -72,7 +72,7 @@ class _Ellipsoid:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Tumour:
+class _Tumor:
   edema: list[_Ellipsoid]  # union of 2-3 ellipsoids
   core: _Ellipsoid
   necrotic_fraction: float  # radius of the necrotic centre relative to the core
@@ -115,8 +115,8 @@ def make_patient(
   rng = np.random.default_rng([seed, patient_number])
   brain = _draw_brain(rng, num_slices)
   ventricles = _draw_ventricles(rng, brain)
-  has_tumour = rng.random() >= _TUMOUR_FREE_FRACTION
-  tumour = _draw_tumour(rng, brain)  # drawn always, so later draws do not depend on it
+  has_tumor = rng.random() >= _TUMOR_FREE_FRACTION
+  tumor = _draw_tumor(rng, brain)  # drawn always, so later draws do not depend on it
   scales = {m: rng.uniform(0.75, 1.35) for m in MODALITIES}
   bias_gradient = rng.uniform(-0.08, 0.08, size=3)
 
@@ -124,7 +124,7 @@ def make_patient(
   shape = tuple(s.stop - s.start for s in box)
   texture = _smooth_noise(rng, shape, cell=6)
   shape_noise = _smooth_noise(rng, shape, cell=12)
-  tissue = _tissue_map(box, brain, ventricles, tumour if has_tumour else None, shape_noise)
+  tissue = _tissue_map(box, brain, ventricles, tumor if has_tumor else None, shape_noise)
   intensity_factor = (1 + _TEXTURE_AMPLITUDE * texture) * _bias_field(box, bias_gradient)
 
   inside = tissue != _BACKGROUND
@@ -175,7 +175,7 @@ def _draw_ventricles(rng, brain):
   return ventricles
 
 
-def _draw_tumour(rng, brain):
+def _draw_tumor(rng, brain):
   """Edema blob over roughly 28-50% of the brain slices, with a core near its centre."""
   (cx, cy, cz), (ax, ay, az) = brain.centre, brain.radii
   direction = rng.uniform(0, 2 * np.pi)
@@ -204,7 +204,7 @@ def _draw_tumour(rng, brain):
   core_scale = rng.uniform(0.45, 0.65)
   core_centre = tuple(c + r * rng.uniform(-0.12, 0.12) for c, r in zip(centre, radii))
   core = _Ellipsoid(centre=core_centre, radii=tuple(r * core_scale for r in radii), angle=angle)
-  return _Tumour(edema=edema, core=core, necrotic_fraction=rng.uniform(0.45, 0.7))
+  return _Tumor(edema=edema, core=core, necrotic_fraction=rng.uniform(0.45, 0.7))
 
 
 def _bounding_box(ellipsoid, num_slices):
@@ -263,7 +263,7 @@ def _radius(box, ellipsoid):
   return np.sqrt(plane[:, :, None].astype(np.float32) + dz2)
 
 
-def _tissue_map(box, brain, ventricles, tumour, shape_noise):
+def _tissue_map(box, brain, ventricles, tumor, shape_noise):
   """uint8 tissue class per voxel of `box`; tumour overrides anatomy, only inside the brain."""
   brain_radius = _radius(box, brain) * (1 + 0.03 * shape_noise)
   inside = brain_radius <= 1
@@ -271,14 +271,14 @@ def _tissue_map(box, brain, ventricles, tumour, shape_noise):
   tissue[inside & (brain_radius + 0.04 * shape_noise > 0.88)] = _GREY
   for ventricle in ventricles:
     tissue[inside & (_radius(box, ventricle) <= 1 + 0.15 * shape_noise)] = _CSF
-  if tumour is not None:
-    _paint_tumour(tissue, box, inside, tumour, shape_noise)
+  if tumor is not None:
+    _paint_tumor(tissue, box, inside, tumor, shape_noise)
   return tissue
 
 
-def _paint_tumour(tissue, box, inside, tumour, shape_noise):
+def _paint_tumor(tissue, box, inside, tumor, shape_noise):
   """Writes edema, enhancing rim and necrotic centre into `tissue` (in place)."""
-  sub = _sub_box(box, _tumour_extent(tumour))
+  sub = _sub_box(box, _tumor_extent(tumor))
   if sub is None:
     return
   local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sub, box))
@@ -286,21 +286,19 @@ def _paint_tumour(tissue, box, inside, tumour, shape_noise):
   region = tissue[local]  # a view: writes land in `tissue`
   brain = inside[local]
   edema = np.zeros(region.shape, dtype=bool)
-  for ellipsoid in tumour.edema:
+  for ellipsoid in tumor.edema:
     edema |= _radius(sub, ellipsoid) <= 1 + 0.2 * noise
-  core_radius = _radius(sub, tumour.core) * (1 - 0.1 * noise)
+  core_radius = _radius(sub, tumor.core) * (1 - 0.1 * noise)
   region[brain & edema] = _EDEMA
   region[brain & (core_radius <= 1)] = _ENHANCING
-  region[brain & (core_radius <= tumour.necrotic_fraction)] = _NECROSIS
+  region[brain & (core_radius <= tumor.necrotic_fraction)] = _NECROSIS
 
 
-def _tumour_extent(tumour):
+def _tumor_extent(tumor):
   """Per-axis (lows, highs) voxel coordinates that can hold tumour, with room for the noise."""
   margin = 1.6  # shape noise widens a radius by 0.2 * |noise|, rarely beyond 3 sigma
-  lows = [min(e.centre[axis] - margin * _reach(e, axis) for e in tumour.edema) for axis in range(3)]
-  highs = [
-    max(e.centre[axis] + margin * _reach(e, axis) for e in tumour.edema) for axis in range(3)
-  ]
+  lows = [min(e.centre[axis] - margin * _reach(e, axis) for e in tumor.edema) for axis in range(3)]
+  highs = [max(e.centre[axis] + margin * _reach(e, axis) for e in tumor.edema) for axis in range(3)]
   return lows, highs
 
 

@@ -8,10 +8,12 @@ missing. The rules (TTA on or off, post-processing) are then chosen on all patie
 and recorded in the folder's dataset.json, which makes it a fold ensemble for predict_main.py.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import io
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +52,16 @@ def _load_probabilities(path):
     )
 
 
-def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, batch_size=32):
+def score_fold(
+  members: Sequence[inference.Member],
+  data_dir: str,
+  fold: int,
+  run_dir: str,
+  *,
+  stress: Sequence[str] = (),
+  progress: bool = True,
+  batch_size: int = 32,
+) -> list[dict[str, Any]]:
   """Scores fold `fold` with `members`; writes and returns the fold's rows."""
   from input_pipeline import manifests
 
@@ -107,7 +118,7 @@ def score_fold(members, data_dir, fold, run_dir, *, stress=(), progress=True, ba
   return rows
 
 
-def read_fold_scores(run_dir):
+def read_fold_scores(run_dir: str) -> list[dict[str, Any]] | None:
   path = os.path.join(run_dir, SCORES)
   if not os.path.isfile(path):
     return None
@@ -121,7 +132,9 @@ def _dice_by_patient(rows, variant, region):
   }
 
 
-def choose_rules(rows, fold_dirs, task):
+def choose_rules(
+  rows: Sequence[dict[str, Any]], fold_dirs: Sequence[str], task: str
+) -> tuple[inference.InferenceRules, list[dict[str, Any]]]:
   """TTA if it raises the mean Dice and helps more patients than it hurts; then the
   post-processing rule that does the same on the chosen probabilities (nnU-Net's rule), on
   the whole tumour; for regions, then the enhancing-tumour rule on the ET Dice."""
@@ -151,7 +164,9 @@ def choose_rules(rows, fold_dirs, task):
   return inference.InferenceRules(tta=use_tta, postprocessing=rule), table
 
 
-def apply_rule_rows(fold_dirs, rules, regions, task):
+def apply_rule_rows(
+  fold_dirs: Sequence[str], rules: inference.InferenceRules, regions: Sequence[str], task: str
+) -> list[dict[str, Any]]:
   """Rows of the final variant: the chosen TTA setting with the chosen post-processing."""
   variant = TTA if rules.tta else PLAIN
   final = []
@@ -196,7 +211,13 @@ def _stats(values):
   }
 
 
-def summarize(rows, rules, region, fold_info, description):
+def summarize(
+  rows: Sequence[dict[str, Any]],
+  rules: inference.InferenceRules,
+  region: str,
+  fold_info: dict[str, dict[str, Any]],
+  description: str,
+) -> Summary:
   """Per patient and per fold tables with mean, median and worst of every variant."""
   variants = list(dict.fromkeys(r["variant"] for r in rows))
   stress = [v for v in variants if v.startswith("stress:")]

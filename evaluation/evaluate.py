@@ -9,6 +9,7 @@ Material for the pictures is parked in a temporary folder until the worst, media
 best patients are known.
 """
 
+from collections.abc import Iterator, Sequence
 import csv
 import dataclasses
 import hashlib
@@ -16,6 +17,7 @@ import io
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 from absl import logging
 import numpy as np
@@ -23,6 +25,7 @@ import tqdm
 
 from data_prep import atomic
 from data_prep import overlays as overlays_lib
+from data_prep import preprocessing
 from data_prep import readers
 from data_prep import sources as sources_lib
 from data_prep.errors import BadInputError
@@ -33,6 +36,9 @@ from evaluation import volume_metrics
 from input_pipeline import decode
 from input_pipeline import manifests
 from input_pipeline import reader
+
+if TYPE_CHECKING:
+  import tensorflow as tf
 
 THRESHOLD = inference.THRESHOLD
 EvaluationError = inference.EvaluationError
@@ -62,7 +68,9 @@ class PatientStack:
   target: np.ndarray  # [S, H, W, K] uint8
 
 
-def patient_stacks(segmenter, dataset):
+def patient_stacks(
+  segmenter: inference.Segmenter, dataset: "tf.data.Dataset"
+) -> Iterator[PatientStack]:
   """Predicts batch by batch and yields one `PatientStack` per patient, in reading order."""
   pending = {"patient_id": None, "parts": []}
 
@@ -125,7 +133,7 @@ def _save_npz(path, **arrays):
   atomic.write_bytes(path, buffer.getvalue())
 
 
-def source_of(entry, source_format):
+def source_of(entry: dict[str, Any], source_format: str | None) -> sources_lib.PatientSource | None:
   """The patient's source files as the manifest records them, or None when any is gone."""
   paths = [f["path"] for f in entry.get("source_files", [])]
   if not paths or not all(os.path.isfile(p) for p in paths):
@@ -133,7 +141,7 @@ def source_of(entry, source_format):
   return sources_lib.source_of_files(source_format, paths)
 
 
-def patient_sources(layout):
+def patient_sources(layout: manifests.DataLayout) -> dict[str, sources_lib.PatientSource | None]:
   """{patient_id: PatientSource or None (files gone)} for the patients of `layout`."""
   formats = {name: entry.get("source_format") for name, entry in layout.normalization.items()}
   return {
@@ -141,12 +149,14 @@ def patient_sources(layout):
   }
 
 
-def stress_seed(patient_id, condition):
+def stress_seed(patient_id: str, condition: str) -> int:
   """The same perturbation of a patient in every run (and in eval and cross-validation)."""
   return int.from_bytes(hashlib.sha256(f"{patient_id}/{condition}".encode()).digest()[:4], "little")
 
 
-def score_regions(truth, masks, spacing, diagonal):
+def score_regions(
+  truth: np.ndarray, masks: np.ndarray, spacing: Sequence[float], diagonal: float
+) -> list[dict[str, Any]]:
   """One dict of `volume_metrics.VolumeScores` fields per region (last axis)."""
   return [
     dataclasses.asdict(volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal))
@@ -164,17 +174,19 @@ class ScoredCase:
   spacing: tuple  # mm per (slice, row, column), the arrays' axis order
   diagonal: float  # HD95 when exactly one mask is empty
 
-  def score(self, masks):
+  def score(self, masks: np.ndarray) -> list[dict[str, Any]]:
     return score_regions(self.truth, masks, self.spacing, self.diagonal)
 
-  def perturbed(self, condition):
+  def perturbed(self, condition: str) -> np.ndarray:
     """The source image after a site-like change (the stress test), the same in every run."""
     from evaluation import site_shift  # numpy only; imported when a stress test runs
 
     return site_shift.perturb(self.volume.image, condition, stress_seed(self.patient_id, condition))
 
 
-def read_scored_case(patient_id, source, recipe, task):
+def read_scored_case(
+  patient_id: str, source: sources_lib.PatientSource, recipe: preprocessing.Recipe, task: str
+) -> ScoredCase:
   """Reads a patient's source files for scoring; bad or unlabelled files are one-line errors."""
   try:
     volume = readers.read_patient(source, recipe.modalities)
@@ -193,21 +205,21 @@ def read_scored_case(patient_id, source, recipe, task):
 
 
 def evaluate(
-  segmenter,
-  data_dir,
+  segmenter: inference.Segmenter,
+  data_dir: str,
   *,
-  folds=None,
-  drops=None,
-  output_dir,
-  overlays=True,
-  gif="selected",
-  save_predictions=False,
-  batch_size=64,
-  progress=True,
-  gif_scale=2,
-  stress=(),
-  grid="auto",
-):
+  folds: Sequence[int] | None = None,
+  drops: Sequence[str] | None = None,
+  output_dir: str,
+  overlays: bool = True,
+  gif: str = "selected",
+  save_predictions: bool = False,
+  batch_size: int = 64,
+  progress: bool = True,
+  gif_scale: int = 2,
+  stress: Sequence[str] = (),
+  grid: str = "auto",
+) -> dict[str, Any]:
   """Scores every patient of `folds`; writes metrics.json, per_patient.csv and pictures.
 
   Args:
@@ -449,7 +461,7 @@ def _write_outputs(output_dir, rows, metrics, stress_rows=()):
     )
 
 
-def ranked_patients(rows, region):
+def ranked_patients(rows: Sequence[dict[str, Any]], region: str) -> dict[str, str]:
   """(worst, median, best) patient ids by Dice of `region`."""
   ranked = sorted((r["dice"], r["patient_id"]) for r in rows if r["region"] == region)
   ids = [pid for _, pid in ranked]
@@ -494,7 +506,7 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
   return overlay_files, gif_files
 
 
-def summary_text(metrics):
+def summary_text(metrics: dict[str, Any]) -> str:
   lines = [
     f"{metrics['num_patients']} patients, {metrics['num_slices']} slices, task "
     f"{metrics['task']}, threshold {metrics['threshold']}"

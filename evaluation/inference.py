@@ -7,9 +7,11 @@ post-processed. `eval_main.py` scores exactly the masks `predict_main.py` writes
 both call `Segmenter.segment`.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +22,10 @@ from input_pipeline import augment
 from input_pipeline import decode
 from model import contract
 from training import model_files
+
+if TYPE_CHECKING:
+  import keras
+  import tensorflow as tf
 
 THRESHOLD = contract.THRESHOLD
 MODEL_FILE = model_files.BEST_MODEL
@@ -32,7 +38,7 @@ class EvaluationError(ValueError):
   """Missing model, mismatched ensemble members, empty fold: printed as one line."""
 
 
-def load_model(path):
+def load_model(path: str) -> "keras.Model":
   """The uncompiled Keras model in a file or run folder (one-line errors)."""
   try:
     return model_files.load(path)
@@ -40,7 +46,7 @@ def load_model(path):
     raise EvaluationError(str(error)) from None
 
 
-def task_of(model):
+def task_of(model: "keras.Model") -> str:
   outputs = model.output_shape[-1]
   for task in decode.TASKS:
     if decode.num_targets(task) == outputs:
@@ -48,7 +54,7 @@ def task_of(model):
   raise EvaluationError(f"the model has {outputs} outputs; expected 1 (whole_tumor) or 3 (regions)")
 
 
-def read_info(model_dir):
+def read_info(model_dir: str) -> dict[str, Any] | None:
   """The model's contract (dataset.json), None for a bare model; one-line errors."""
   try:
     return contract.read(model_dir)
@@ -56,7 +62,7 @@ def read_info(model_dir):
     raise EvaluationError(str(error)) from None
 
 
-def info_for(model, folder):
+def info_for(model: "keras.Model", folder: str) -> dict[str, Any] | None:
   """The contract in `folder` of `model` beside it (None when there is none); refused in one
   line when it records another task than the model's outputs."""
   info = read_info(folder)
@@ -69,14 +75,14 @@ def info_for(model, folder):
   return info
 
 
-def default_info(model):
+def default_info(model: "keras.Model") -> dict[str, Any]:
   """For a bare model file: FLAIR whole slices, the converter's old rule (a model taking
   other channels is then refused by `Segmenter` in one line)."""
   recipe = preprocessing.Recipe(image_size=model.input_shape[1], crop="none")
   return {"task": task_of(model), "preprocessing": recipe.to_json(), "val_fold": None}
 
 
-def member_dirs(model_dir):
+def member_dirs(model_dir: str) -> list[str]:
   """A run folder is one member; a cross-validation folder (fold*/ runs inside) is several."""
   if os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
     return [model_dir]
@@ -101,7 +107,7 @@ class Member:
   info: dict
 
 
-def load_members(model_dirs=(), model_paths=()):
+def load_members(model_dirs: Sequence[str] = (), model_paths: Sequence[str] = ()) -> list[Member]:
   """Loads every member of an ensemble and refuses, in one line, members that disagree on
   the task or on how the input was prepared."""
   members = []
@@ -130,14 +136,14 @@ def load_members(model_dirs=(), model_paths=()):
   return members
 
 
-def symmetric(x, index):
+def symmetric(x: "np.ndarray | tf.Tensor", index: int) -> np.ndarray:
   """The reader's `augment.symmetric` on numpy or tensor input, as numpy."""
   import tensorflow as tf
 
   return np.asarray(augment.symmetric(tf.convert_to_tensor(x), index))
 
 
-def inverse_symmetric(x, index):
+def inverse_symmetric(x: "np.ndarray | tf.Tensor", index: int) -> "tf.Tensor":
   """Undoes `augment.symmetric(., index)`: its steps in reverse order."""
   import tensorflow as tf
 
@@ -156,11 +162,11 @@ class InferenceRules:
   tta: bool = DEFAULT_TTA
   postprocessing: postprocess.PostProcessing = postprocess.PostProcessing()
 
-  def to_json(self):
+  def to_json(self) -> dict[str, Any]:
     return {"tta": self.tta, "postprocessing": self.postprocessing.to_json()}
 
 
-def read_rules(model_dir):
+def read_rules(model_dir: str) -> InferenceRules:
   """The rules recorded in a run's or a cross-validation folder's contract (dataset.json,
   under "inference"; inference.json in older folders); defaults when none."""
   path = os.path.join(model_dir, contract.DATASET_INFO)
@@ -198,7 +204,14 @@ class CaseSegmentation:
 class Segmenter:
   """Members (one model or an ensemble) plus the inference rules recorded with them."""
 
-  def __init__(self, members, *, tta=False, postprocessing=None, batch_size=32):
+  def __init__(
+    self,
+    members: Sequence[Member],
+    *,
+    tta: bool = False,
+    postprocessing: postprocess.PostProcessing | None = None,
+    batch_size: int = 32,
+  ) -> None:
     self.members = members
     self.info = members[0].info
     self.task = self.info["task"]
@@ -241,7 +254,7 @@ class Segmenter:
     stack = np.stack(probabilities)
     return stack.mean(axis=0), (stack.std(axis=0) if len(stack) > 1 else None)
 
-  def network_probabilities(self, images):
+  def network_probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(mean, std or None) over members and, with TTA, the 8 symmetries: [N, size, size, K]."""
     return self._mean_and_spread(list(self._views(images).values()))
 
@@ -259,14 +272,18 @@ class Segmenter:
       probability, masks, None if spread is None else paste(spread), mean, slices
     )
 
-  def segment(self, image, labels, source_format):
+  def segment(
+    self, image: np.ndarray, labels: np.ndarray | None, source_format: str
+  ) -> CaseSegmentation | None:
     """Segments one volume image [S, H, W, C] (raw intensities, slices first)."""
     slices = self.recipe.preprocess(image, labels, source_format)
     if not len(slices.slice_indices):
       return None
     return self._on_source_grid(image, slices, *self.network_probabilities(slices.images))
 
-  def segment_with_and_without_tta(self, image, source_format):
+  def segment_with_and_without_tta(
+    self, image: np.ndarray, source_format: str
+  ) -> tuple[CaseSegmentation | None, CaseSegmentation | None]:
     """(without TTA, with TTA) from one preparation and one pass per view: the identity view
     of each member is the prediction without TTA. Needs a Segmenter with `tta`."""
     if not self.tta:
@@ -282,7 +299,13 @@ class Segmenter:
     )
 
 
-def build_segmenter(model_dirs=(), model_paths=(), *, tta="auto", batch_size=32):
+def build_segmenter(
+  model_dirs: Sequence[str] = (),
+  model_paths: Sequence[str] = (),
+  *,
+  tta: bool | str = "auto",
+  batch_size: int = 32,
+) -> Segmenter:
   """Members plus the rules recorded with the first model folder (flags may override TTA)."""
   members = load_members(model_dirs, model_paths)
   rules = read_rules(model_dirs[0]) if model_dirs else InferenceRules()
@@ -290,7 +313,9 @@ def build_segmenter(model_dirs=(), model_paths=(), *, tta="auto", batch_size=32)
   return Segmenter(members, tta=use_tta, postprocessing=rules.postprocessing, batch_size=batch_size)
 
 
-def region_masks(probability, task, postprocessing):
+def region_masks(
+  probability: np.ndarray, task: str, postprocessing: postprocess.PostProcessing
+) -> np.ndarray:
   """Thresholded, post-processed masks [S, H, W, K]; for regions nested as BraTS labels are
   (ET inside TC inside WT), since a label map can hold nothing else."""
   masks = probability > THRESHOLD
@@ -302,7 +327,7 @@ def region_masks(probability, task, postprocessing):
   return masks
 
 
-def label_map(masks, task, scheme):
+def label_map(masks: np.ndarray, task: str, scheme: str) -> np.ndarray:
   """Nested region masks [S, H, W, K] -> uint8 labels: 1 tumour (whole_tumor); BraTS labels
   for regions (2 edema, 1 necrotic core, 4 enhancing, or 3 in the 2023 scheme)."""
   labels = np.zeros(masks.shape[:3], np.uint8)
@@ -315,7 +340,7 @@ def label_map(masks, task, scheme):
   return labels
 
 
-def truth_masks(unified, task):
+def truth_masks(unified: np.ndarray, task: str) -> np.ndarray:
   """The unified label map [S, H, W] as region masks [S, H, W, K]."""
   regions = [unified > 0]
   if task == "regions":
@@ -323,7 +348,7 @@ def truth_masks(unified, task):
   return np.stack(regions, axis=-1)
 
 
-def require_brain(segmentation, path):
+def require_brain(segmentation: CaseSegmentation | None, path: str) -> CaseSegmentation:
   if segmentation is None:
     raise BadInputError(path, "no slice contains brain")
   return segmentation

@@ -1,15 +1,17 @@
 """GIFs through a volume, each frame a `data_prep.overlays.overlay_rgb` (grey MRI, green truth,
 red prediction, yellow overlap)."""
 
+from collections.abc import Iterable
 import io
 
+import numpy as np
 from PIL import Image
 
 from data_prep import atomic
 from data_prep import overlays
 
 
-def save_gif(path, frames, milliseconds_per_frame=100):
+def save_gif(path: str, frames: Iterable[np.ndarray], milliseconds_per_frame: int = 100) -> None:
   """Writes RGB uint8 frames [H, W, 3] as a looping GIF, atomically."""
   pictures = [Image.fromarray(frame) for frame in frames]
   buffer = io.BytesIO()
@@ -24,7 +26,9 @@ def save_gif(path, frames, milliseconds_per_frame=100):
   atomic.write_bytes(path, buffer.getvalue())
 
 
-def volume_gif(path, images, truth, prediction, scale=2):
+def volume_gif(
+  path: str, images: np.ndarray, truth: np.ndarray | None, prediction: np.ndarray, scale: int = 2
+) -> None:
   """GIF of every slice in order: images [S, H, W], truth (or None) and prediction [S, H, W]."""
   frames = [
     overlays.overlay_rgb(images[i], None if truth is None else truth[i], prediction[i], scale)

@@ -17,7 +17,9 @@ or an edge belong to one lesion, so a tumour with a thin diagonal bridge is not 
 small pieces that a size rule would then drop.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -43,7 +45,7 @@ class PostProcessing:
     if self.min_enhancing_voxels < 0:
       raise ValueError(f"min_enhancing_voxels must be >= 0, got {self.min_enhancing_voxels}")
 
-  def to_json(self):
+  def to_json(self) -> dict[str, int | float]:
     return {
       "min_component_voxels": int(self.min_component_voxels),
       "min_relative_size": float(self.min_relative_size),
@@ -51,7 +53,7 @@ class PostProcessing:
     }
 
   @classmethod
-  def from_json(cls, entry):
+  def from_json(cls, entry: Mapping[str, Any] | None) -> "PostProcessing":
     """The rule saved by `to_json`; None (nothing saved) means no post-processing."""
     if entry is None:
       return cls()
@@ -64,7 +66,7 @@ class PostProcessing:
       min_enhancing_voxels=int(entry.get("min_enhancing_voxels", 0)),
     )
 
-  def on_voxels_of(self, volume_ratio):
+  def on_voxels_of(self, volume_ratio: float) -> "PostProcessing":
     """The same rule on a grid whose voxels hold `volume_ratio` source voxels each (the
     stored grid): the minimum sizes, counted in source voxels, are converted."""
 
@@ -77,7 +79,7 @@ class PostProcessing:
       min_enhancing_voxels=convert(self.min_enhancing_voxels),
     )
 
-  def describe(self):
+  def describe(self) -> str:
     """One line for logs and tables."""
     parts = []
     if self.min_relative_size >= 1.0:
@@ -90,14 +92,14 @@ class PostProcessing:
       parts.append(f"enhancing tumour < {self.min_enhancing_voxels} voxels becomes core")
     return " and ".join(parts) or "no post-processing"
 
-  def apply_enhancing(self, enhancing):
+  def apply_enhancing(self, enhancing: np.ndarray) -> np.ndarray:
     """The enhancing-tumour mask after the ET rule: emptied when smaller than the minimum."""
     enhancing = np.asarray(enhancing, bool)
     if np.count_nonzero(enhancing) < self.min_enhancing_voxels:
       return np.zeros_like(enhancing)
     return enhancing.copy()
 
-  def kept_labels(self, sizes):
+  def kept_labels(self, sizes: np.ndarray) -> np.ndarray:
     """Which labels survive, from the voxel count of each label (label 0 is the background).
 
     Components as large as the threshold are kept, so "largest only" keeps every component
@@ -110,7 +112,7 @@ class PostProcessing:
     keep[0] = False
     return keep
 
-  def apply(self, mask):
+  def apply(self, mask: np.ndarray) -> np.ndarray:
     """A new bool mask [D, H, W] without the dropped components (an empty mask stays empty)."""
     mask = np.asarray(mask, bool)
     if self.min_component_voxels == 0 and self.min_relative_size == 0:
@@ -125,7 +127,7 @@ def _components(mask):
   return labels, np.bincount(labels.ravel(), minlength=count + 1)
 
 
-def candidate_rules():
+def candidate_rules() -> list[PostProcessing]:
   """The rules `choose_rule` tries by default, mildest first within each kind."""
   return (
     [PostProcessing()]
@@ -166,7 +168,11 @@ def _summary_row(rule, dice, baseline_dice):
   }
 
 
-def choose_rule(cases, candidates=None, min_gain=0.0):
+def choose_rule(
+  cases: Iterable[tuple[np.ndarray, np.ndarray]],
+  candidates: Iterable[PostProcessing] | None = None,
+  min_gain: float = 0.0,
+) -> tuple[PostProcessing, list[dict[str, Any]]]:
   """The candidate with the best mean Dice over `cases`, if it is worth applying.
 
   Args:
@@ -199,7 +205,9 @@ def choose_rule(cases, candidates=None, min_gain=0.0):
 ENHANCING_CANDIDATES = (50, 100, 200, 500, 1000)
 
 
-def choose_enhancing_rule(cases, candidates=ENHANCING_CANDIDATES):
+def choose_enhancing_rule(
+  cases: Iterable[tuple[np.ndarray, np.ndarray]], candidates: Sequence[int] = ENHANCING_CANDIDATES
+) -> tuple[int, list[dict[str, Any]]]:
   """The ET minimum (voxels) with the best mean ET Dice over `cases`, if it is worth applying.
 
   Args:

@@ -5,12 +5,14 @@ back into the source grid, threshold and post-processing), the same path evaluat
 scores, so the mask written here is the mask that was scored.
 """
 
+from collections.abc import Callable
 import dataclasses
 import gzip
 import os
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 import tqdm
 
 from data_prep import atomic
@@ -46,7 +48,7 @@ def _write_nifti(path, data_hwd, affine, header, dtype=np.uint8):
   atomic.write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6))
 
 
-def volume_grid(volume, stacked):
+def volume_grid(volume: readers.PatientVolume, stacked: np.ndarray) -> np.ndarray:
   """Stacked slices [S, H, W, ...] -> the source volume's [D, H, W, ...] (missing slices 0)."""
   depth = volume.source_shape[2] if len(volume.source_shape) == 3 else stacked.shape[0]
   full = np.zeros((depth,) + stacked.shape[1:], stacked.dtype)
@@ -54,7 +56,9 @@ def volume_grid(volume, stacked):
   return full
 
 
-def write_volume(path, volume, data_dhw, dtype):
+def write_volume(
+  path: str, volume: readers.PatientVolume, data_dhw: np.ndarray, dtype: npt.DTypeLike
+) -> None:
   _write_nifti(
     path,
     np.moveaxis(data_dhw, 0, 2).astype(dtype),
@@ -64,7 +68,14 @@ def write_volume(path, volume, data_dhw, dtype):
   )
 
 
-def predict_case(segmenter, source, output_dir, *, gif=True, save_probabilities=False):
+def predict_case(
+  segmenter: inference.Segmenter,
+  source: sources_lib.PatientSource,
+  output_dir: str,
+  *,
+  gif: bool = True,
+  save_probabilities: bool = False,
+) -> CaseResult:
   """Predicts one case and writes its NIfTI mask (and GIF). Raises BadInputError."""
   volume = readers.read_patient(source, segmenter.recipe.modalities, require_labels=False)
   segmentation = inference.require_brain(
@@ -111,17 +122,17 @@ def predict_case(segmenter, source, output_dir, *, gif=True, save_probabilities=
 
 
 def predict_all(
-  segmenter,
-  input_path,
-  output_dir,
+  segmenter: inference.Segmenter,
+  input_path: str,
+  output_dir: str,
   *,
-  input_format="auto",
-  gif=True,
-  save_probabilities=False,
-  strict=False,
-  progress=True,
-  on_result=None,
-):
+  input_format: str = "auto",
+  gif: bool = True,
+  save_probabilities: bool = False,
+  strict: bool = False,
+  progress: bool = True,
+  on_result: Callable[[CaseResult], None] | None = None,
+) -> tuple[list[CaseResult], list[BadInputError]]:
   """Predicts every case under `input_path`; bad cases are skipped and returned.
 
   Returns:

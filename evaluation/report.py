@@ -5,9 +5,11 @@ that links only to files inside the evaluation folder (overlays/, gifs/ and copi
 training curves), so the folder can be zipped and mailed and still open.
 """
 
+from collections.abc import Sequence
 import html
 import os
 import shutil
+from typing import Any
 
 from data_prep import atomic
 
@@ -77,7 +79,7 @@ def _number(value, digits):
   return f"{value:.{digits}f}" if digits else f"{int(value):d}"
 
 
-def copy_curves(output_dir, run_dirs):
+def copy_curves(output_dir: str, run_dirs: Sequence[str]) -> list[str]:
   """Copies each run's training curves into the report folder; returns their file names."""
   names = []
   for i, run_dir in enumerate(run_dirs):
@@ -136,7 +138,15 @@ def _figures(paths, caption=os.path.basename):
   )
 
 
-def write_report(output_dir, metrics, rows, *, overlays=(), gifs=(), curves=()):
+def write_report(
+  output_dir: str,
+  metrics: dict[str, Any],
+  rows: Sequence[dict[str, Any]],
+  *,
+  overlays: Sequence[str] = (),
+  gifs: Sequence[str] = (),
+  curves: Sequence[str] = (),
+) -> str:
   """Writes `output_dir`/report.html from the metrics and per-patient rows already written,
   linking the overlays, GIFs and training curves this evaluation wrote (paths relative to
   `output_dir`; pictures an earlier evaluation left in the folder are not shown)."""

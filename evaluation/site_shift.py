@@ -31,7 +31,7 @@ def _channels(image):
       yield c, voxels
 
 
-def low_contrast(image, seed=0, factor=0.5):
+def low_contrast(image: np.ndarray, seed: int = 0, factor: float = 0.5) -> np.ndarray:
   """Intensities above the brain's median pulled towards it by `factor`, per channel:
   bright tumour stands out half as much from normal brain (monotone, so no voxel changes
   rank). Needs no randomness; `seed` is for the common signature."""
@@ -45,7 +45,7 @@ def low_contrast(image, seed=0, factor=0.5):
   return _on_brain(image, out)
 
 
-def gamma(image, seed, value=None):
+def gamma(image: np.ndarray, seed: int, value: float | None = None) -> np.ndarray:
   """Gamma `value` (0.6 or 1.6, drawn from the seed, one for the volume) on the intensities
   between the brain's 1st and 99th percentile scaled to [0, 1], per channel; the rest is
   left as it is, so the curve stays continuous and monotone."""
@@ -62,7 +62,9 @@ def gamma(image, seed, value=None):
   return _on_brain(image, out)
 
 
-def smooth_field(inside, seed, amplitude=0.25, degree=3):
+def smooth_field(
+  inside: np.ndarray, seed: int, amplitude: float = 0.25, degree: int = 3
+) -> np.ndarray:
   """1 + amplitude * p [S, H, W]: p a random polynomial of the given degree in the
   normalized slice, row and column coordinates, scaled to max |p| = 1 over the voxels
   `inside` (bool [S, H, W]; a cubic's extremes lie in the corners, far from the brain)."""
@@ -79,7 +81,7 @@ def smooth_field(inside, seed, amplitude=0.25, degree=3):
   return 1.0 + amplitude * p / max(largest, 1e-6)
 
 
-def bias_field(image, seed, amplitude=0.25):
+def bias_field(image: np.ndarray, seed: int, amplitude: float = 0.25) -> np.ndarray:
   """A smooth 3D multiplicative field within 1 +- `amplitude` over the brain, one for all
   channels (the coil's, which every sequence sees)."""
   field = smooth_field((image > 0).any(axis=-1), seed, amplitude)
@@ -111,7 +113,9 @@ def _interpolate_blocks(blocks, centres, length):
   return out
 
 
-def thick_slices(image, seed, block=3, in_plane_sigma=0.7):
+def thick_slices(
+  image: np.ndarray, seed: int, block: int = 3, in_plane_sigma: float = 0.7
+) -> np.ndarray:
   """Thick, differently reconstructed slices: brain voxels averaged over blocks of `block`
   slices (where the blocks start is drawn from the seed), interpolated back to every
   slice, then blurred slightly in-plane. Both steps average brain voxels only
@@ -128,7 +132,7 @@ def thick_slices(image, seed, block=3, in_plane_sigma=0.7):
   return _on_brain(image, values / np.maximum(weights, 1e-6))
 
 
-def noise(image, seed, level=0.04):
+def noise(image: np.ndarray, seed: int, level: float = 0.04) -> np.ndarray:
   """Rician-like noise, as in magnitude images: |x + n1 + i n2| with n1, n2 Gaussian of
   std `level` x the brain's median intensity, per channel."""
   rng = np.random.default_rng(seed)
@@ -151,7 +155,7 @@ PERTURBATIONS = {
 }
 
 
-def perturb(image, name, seed):
+def perturb(image: np.ndarray, name: str, seed: int) -> np.ndarray:
   """`PERTURBATIONS[name](image, seed)`; an unknown name is a ValueError listing the names."""
   if name not in PERTURBATIONS:
     raise ValueError(f"unknown perturbation {name!r}; expected one of {', '.join(PERTURBATIONS)}")

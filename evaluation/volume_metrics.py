@@ -12,6 +12,7 @@ mm (373.1 mm for 240x240x155 at 1 mm). Any other ratio whose denominator is 0 fo
 same rule.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import math
 
@@ -75,7 +76,7 @@ def _bounding_box(mask, margin):
   return tuple(box)
 
 
-def hd95(truth, prediction, spacing_mm):
+def hd95(truth: np.ndarray, prediction: np.ndarray, spacing_mm: Sequence[float]) -> float:
   """Larger directed 95th percentile of surface distances in mm (both masks non-empty).
 
   Both surfaces lie inside the bounding box of the two masks, so each nearest surface voxel
@@ -87,11 +88,16 @@ def hd95(truth, prediction, spacing_mm):
   return _hd95_of(truth[box], prediction[box], spacing_mm)
 
 
-def volume_diagonal_mm(shape, spacing_mm):
+def volume_diagonal_mm(shape: Sequence[int], spacing_mm: Sequence[float]) -> float:
   return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing_mm))))
 
 
-def score(truth, prediction, spacing_mm, diagonal_mm=None):
+def score(
+  truth: np.ndarray,
+  prediction: np.ndarray,
+  spacing_mm: Sequence[float],
+  diagonal_mm: float | None = None,
+) -> VolumeScores:
   """Scores one binary volume [S, H, W] against the truth.
 
   Args:
@@ -128,7 +134,7 @@ def score(truth, prediction, spacing_mm, diagonal_mm=None):
   )
 
 
-def summarize(values):
+def summarize(values: Sequence[float]) -> dict[str, float]:
   """Mean, median and standard deviation of a list of per-patient values."""
   array = np.asarray(values, dtype=np.float64)
   return {"mean": float(array.mean()), "median": float(np.median(array)), "std": float(array.std())}

@@ -25,6 +25,7 @@ input batch: XLA compiles them into one loop, several times faster on CPU than
 `ImageProjectiveTransformV3` (which XLA cannot compile).
 """
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 import math
@@ -69,7 +70,7 @@ class AugmentConfig:
 NUM_SYMMETRIES = 8
 
 
-def symmetric(x, index):
+def symmetric(x: tf.Tensor, index: int) -> tf.Tensor:
   """Symmetry `index` (0-7) of the square applied to x [B, H, W, ...]: bit 0 flips
   columns, bit 1 flips rows, bit 2 transposes, in that order."""
   if index & 1:
@@ -81,7 +82,7 @@ def symmetric(x, index):
   return x
 
 
-def symmetry_matrix(index):
+def symmetry_matrix(index: int | tf.Tensor) -> tf.Tensor:
   """The [2, 2] map from output to input coordinates (x, y about the centre) of
   `symmetric(., index)`; `index` may be a tensor."""
   index = tf.convert_to_tensor(index, tf.int32)
@@ -95,7 +96,9 @@ def symmetry_matrix(index):
   return flip_columns @ flip_rows @ transpose
 
 
-def rotation_scale_matrices(seed, batch, config):
+def rotation_scale_matrices(
+  seed: tf.Tensor, batch: int | tf.Tensor, config: AugmentConfig
+) -> tf.Tensor:
   """[B, 2, 2] maps from output to input coordinates: rotation by a random angle and
   scaling by a random factor, about the centre."""
   angle_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -128,7 +131,7 @@ def _pixel_index(shape, row, column):
   return index, inside
 
 
-def resample_image(image, matrices):
+def resample_image(image: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
   """Bilinear samples of image [B,H,W,C] at input = M @ output; zero outside; float32."""
   shape = tf.shape(image)
   pixels = tf.reshape(image, [-1, shape[3]])
@@ -146,7 +149,7 @@ def resample_image(image, matrices):
   return (1 - fraction_y) * top + fraction_y * bottom
 
 
-def resample_label(label, matrices):
+def resample_label(label: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
   """Nearest samples of label map [B,H,W] at input = M @ output; zero outside."""
   shape = tf.shape(label)
   source_x, source_y = _source_coordinates(shape, matrices)
@@ -156,7 +159,9 @@ def resample_label(label, matrices):
   return tf.where(inside, tf.gather(tf.reshape(label, [-1]), index), tf.zeros([], label.dtype))
 
 
-def shift_intensity(image, scale, shift):
+def shift_intensity(
+  image: tf.Tensor, scale: tf.Tensor | float, shift: tf.Tensor | float
+) -> tf.Tensor:
   """Brain pixels (non-zero) * scale + shift; background stays 0."""
   return tf.where(image != 0.0, image * scale + shift, 0.0)
 
@@ -176,21 +181,21 @@ _BIG = 1e9
 _SMALLEST_NORMAL = 1.1754944e-38  # float32
 
 
-def split_modalities(image, num_modalities):
+def split_modalities(image: tf.Tensor, num_modalities: int) -> tf.Tensor:
   """[B, H, W, C] -> [B, M, K, H, W]; the channels are slice-major (offset, then modality)."""
   shape = tf.shape(image)
   x = tf.reshape(image, [shape[0], shape[1], shape[2], -1, num_modalities])
   return tf.transpose(x, [0, 4, 3, 1, 2])
 
 
-def merge_modalities(x):
+def merge_modalities(x: tf.Tensor) -> tf.Tensor:
   """The inverse of `split_modalities`."""
   shape = tf.shape(x)
   x = tf.transpose(x, [0, 3, 4, 2, 1])
   return tf.reshape(x, [shape[0], shape[3], shape[4], shape[1] * shape[2]])
 
 
-def sum_per_modality(values):
+def sum_per_modality(values: tf.Tensor) -> tf.Tensor:
   """Sums of [B, M, K, H, W] over K, H, W as [B, M, 1, 1, 1], by a matrix-vector product:
   XLA on CPU ran a sum of an expression (x * x, x != 0) 2-3x slower than the product."""
   shape = tf.shape(values)
@@ -199,7 +204,7 @@ def sum_per_modality(values):
   return tf.reshape(sums, [shape[0], shape[1], 1, 1, 1])
 
 
-def brain_moments(x, count):
+def brain_moments(x: tf.Tensor, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """Mean and std [B, M, 1, 1, 1] of the brain pixels of each (example, modality), from x
   [B, M, K, H, W] that is 0 outside the brain and the brain's pixel `count`."""
   mean = sum_per_modality(x) / count
@@ -207,14 +212,16 @@ def brain_moments(x, count):
   return mean, tf.sqrt(tf.maximum(mean_square - tf.square(mean), 0.0))
 
 
-def brain_range(x, brain):
+def brain_range(x: tf.Tensor, brain: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """Min and max [B, M, 1, 1, 1] of the brain pixels of each (example, modality)."""
   low = tf.reduce_min(tf.where(brain, x, _BIG), _BRAIN_AXES, keepdims=True)
   high = tf.reduce_max(tf.where(brain, x, -_BIG), _BRAIN_AXES, keepdims=True)
   return low, tf.maximum(high, low)
 
 
-def brain_median(x, brain, low, high, steps=10):
+def brain_median(
+  x: tf.Tensor, brain: tf.Tensor, low: tf.Tensor, high: tf.Tensor, steps: int = 10
+) -> tf.Tensor:
   """Median of the brain pixels per (example, modality), to (high - low) / 2**steps, by
   bisection on a count: XLA on CPU has no cheap median, and a sort per example would cost
   more than all the rest. Every fourth row and column suffice for a curve's pivot."""
@@ -227,7 +234,9 @@ def brain_median(x, brain, low, high, steps=10):
   return 0.5 * (low + high)
 
 
-def intensity_curve(x, brain, gamma, compression):
+def intensity_curve(
+  x: tf.Tensor, brain: tf.Tensor, gamma: tf.Tensor, compression: tf.Tensor
+) -> tf.Tensor:
   """A monotone curve per (example, modality): gamma on the brain's [min, max] rescaled to
   [0, 1] and back, then values above the median pulled towards it by `compression`
   (continuous at the median, so still monotone). Gamma < 1 and compression < 1 lower the
@@ -243,7 +252,9 @@ def intensity_curve(x, brain, gamma, compression):
   return tf.where(brain, y, 0.0)
 
 
-def bias_field(height, width, coefficients, amplitude, degree):
+def bias_field(
+  height: int, width: int, coefficients: tf.Tensor, amplitude: tf.Tensor, degree: int
+) -> tf.Tensor:
   """exp(amplitude * p) [B, M, 1, H, W], p = sum of coefficients [B, M, T] times the
   monomials x^i y^j (1 <= i + j <= degree) on [-1, 1]^2, scaled to max |p| = 1."""
   y, x = tf.meshgrid(tf.linspace(-1.0, 1.0, height), tf.linspace(-1.0, 1.0, width), indexing="ij")
@@ -255,11 +266,11 @@ def bias_field(height, width, coefficients, amplitude, degree):
   return tf.exp(amplitude[:, :, None, None] * p)[:, :, None]
 
 
-def num_bias_field_terms(degree):
+def num_bias_field_terms(degree: int) -> int:
   return (degree + 1) * (degree + 2) // 2 - 1
 
 
-def gaussian_taps(sigma, radius):
+def gaussian_taps(sigma: tf.Tensor, radius: int) -> tf.Tensor:
   """[..., 1, 2r+1] normalized Gaussian taps for each sigma [...]."""
   offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
   taps = tf.exp(-0.5 * tf.square(offsets / sigma[..., None, None]))
@@ -270,7 +281,7 @@ def _hat(z):
   return tf.maximum(1.0 - tf.abs(z), 0.0)
 
 
-def low_resolution_taps(factor, length, radius):
+def low_resolution_taps(factor: tf.Tensor, length: int, radius: int) -> tf.Tensor:
   """[..., L, 2r+1] weights of row i + t in output row i (t = -r..r) for downsampling a
   length L by `factor` [...] and back: n = ceil(L / factor) samples (triangle filter,
   as data_prep's resize), then linear interpolation, i.e. the bands of
@@ -303,7 +314,7 @@ def low_resolution_taps(factor, length, radius):
   )
 
 
-def compose_taps(outer, inner):
+def compose_taps(outer: tf.Tensor, inner: tf.Tensor) -> tf.Tensor:
   """Taps [B, M, L, T1 + T2 - 1] of filtering with `inner` [B, M, 1, T2] (the same at every
   position) and then with `outer` [B, M, L, T1]: one pass instead of two."""
   size = outer.shape[-1]
@@ -312,7 +323,7 @@ def compose_taps(outer, inner):
   )
 
 
-def filter_along(x, taps, axis):
+def filter_along(x: tf.Tensor, taps: tf.Tensor, axis: int) -> tf.Tensor:
   """sum over t of taps[..., t] * (x shifted by t - r) along `axis` (3 rows, 4 columns) of
   x [B, M, K, H, W], zero outside; taps [B, M, L or 1, 2r+1]."""
   radius = taps.shape[-1] // 2
@@ -330,7 +341,9 @@ def filter_along(x, taps, axis):
   return total
 
 
-def smooth_within_brain(x, brain, rows, columns):
+def smooth_within_brain(
+  x: tf.Tensor, brain: tf.Tensor, rows: tf.Tensor, columns: tf.Tensor
+) -> tf.Tensor:
   """Filters brain pixels only, rows then columns (normalized convolution): the background
   neither leaks in as zeros at the brain's edge nor gets filled in."""
   return _smooth_columns(_smooth_rows(x, brain, rows), brain, columns)
@@ -347,7 +360,9 @@ def _smooth_columns(rows_filtered, brain, columns):
   return tf.where(brain, value / tf.maximum(weight, 1e-6), 0.0)
 
 
-def restandardize(x, count, mean, std, clip):
+def restandardize(
+  x: tf.Tensor, count: tf.Tensor, mean: tf.Tensor, std: tf.Tensor, clip: float
+) -> tf.Tensor:
   """Gives each (example, modality) back the brain mean and std it had before the site
   changes, clipped as the normalization clips.
 
@@ -364,7 +379,7 @@ def restandardize(x, count, mean, std, clip):
   return tf.clip_by_value(x, -clip, clip)
 
 
-def approximately_normal(shape, seed):
+def approximately_normal(shape: tf.Tensor | Sequence[int], seed: tf.Tensor) -> tf.Tensor:
   """Standard normal noise, approximately: the sum of four uniform random bytes, centred
   and scaled (Irwin-Hall: mean 0, std 1, cut at 3.5 std). XLA on CPU drew exact normal
   noise 6x slower, and tails do not matter for noise this small."""
@@ -375,7 +390,13 @@ def approximately_normal(shape, seed):
   return (tf.cast(total, tf.float32) - 510.0) / math.sqrt(4 * (256**2 - 1) / 12)
 
 
-def draw_site_changes(seed, batch, config, num_modalities, num_context):
+def draw_site_changes(
+  seed: tf.Tensor,
+  batch: int | tf.Tensor,
+  config: AugmentConfig,
+  num_modalities: int,
+  num_context: int,
+) -> dict[str, tf.Tensor]:
   """The random choices of `site_intensity` for a batch, in plain TF: XLA fuses a small
   draw into the loop that uses it and redraws it for every pixel (a few numbers then cost
   as much as a whole image). Everything is drawn whatever the config, so each change
@@ -415,7 +436,9 @@ def _delta(radius):
   return tf.one_hot(radius, 2 * radius + 1)
 
 
-def smoothing_taps(changes, config, length):
+def smoothing_taps(
+  changes: dict[str, tf.Tensor], config: AugmentConfig, length: int
+) -> tf.Tensor | None:
   """Taps [B, M, L or 1, T] along an axis of `length` for blur then low resolution, each
   where drawn (identity elsewhere); None when both are off."""
   taps = None
@@ -500,7 +523,9 @@ def _compiled_site_steps(config, num_modalities):
   )
 
 
-def site_intensity(image, changes, config, num_modalities):
+def site_intensity(
+  image: tf.Tensor, changes: dict[str, tf.Tensor], config: AugmentConfig, num_modalities: int
+) -> tf.Tensor:
   """Other-site intensities for image float32 [B, H, W, C], background 0 and kept 0.
 
   C is K context slices of `num_modalities` modalities, slice-major. Each (example,
@@ -545,7 +570,13 @@ _resampled_image = _compiled(
 _resampled_label = _compiled(resample_label)
 
 
-def augment_batch(image, label, seed, config=AugmentConfig(), num_modalities=None):
+def augment_batch(
+  image: tf.Tensor,
+  label: tf.Tensor,
+  seed: tf.Tensor,
+  config: AugmentConfig = AugmentConfig(),
+  num_modalities: int | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Augments image [B,H,W,C] (any float dtype) and label map uint8 [B,H,W] with the same
   geometry, then intensities (site-like ones with `config.site_augmentation`); returns
   image float32 and label uint8.

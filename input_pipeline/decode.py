@@ -15,14 +15,21 @@ REGION_NAMES = {
 }
 
 
-def num_targets(task):
+def num_targets(task: str) -> int:
   return len(REGION_NAMES[task])
 
 
 PIXEL_FEATURES = {name: tfrecord_schema.FEATURES[name] for name in ("image", "label")}
 
 
-def decode_batch(serialized, *, image_size, channels, image_dtype, with_metadata=True):
+def decode_batch(
+  serialized: tf.Tensor,
+  *,
+  image_size: int,
+  channels: int,
+  image_dtype: str,
+  with_metadata: bool = True,
+) -> dict[str, tf.Tensor]:
   """A batch of serialized examples -> dict with image [B,H,W,C] in the stored dtype (the
   cast to float32 is left to the compiled step that follows), label uint8 [B,H,W] and,
   with metadata, patient_id, slice_index and has_tumor (training skips parsing them)."""
@@ -42,7 +49,7 @@ def decode_batch(serialized, *, image_size, channels, image_dtype, with_metadata
   return decoded
 
 
-def targets_from_labels(label, task):
+def targets_from_labels(label: tf.Tensor, task: str) -> tf.Tensor:
   """Unified label map [..., H, W] -> float32 targets [..., H, W, K] (BraTS region convention).
 
   whole_tumor: label > 0. regions: WT = {1,2,3}, TC = {1,3}, ET = {3}.

@@ -4,6 +4,7 @@ Uses `tf.io.gfile`, so `--data_dir` may be local or `gs://`. A drop is complete 
 folder holds `manifest.json` and carries no staging suffix (data_prep/drops.py).
 """
 
+from collections.abc import Sequence
 import dataclasses
 import json
 import os
@@ -42,11 +43,11 @@ class DataLayout:
   preprocessing: dict = dataclasses.field(default_factory=dict)  # the drops' shared Recipe JSON
 
   @property
-  def num_examples(self):
+  def num_examples(self) -> int:
     return sum(shard.examples for shard in self.shards)
 
   @property
-  def tumor_fraction(self):
+  def tumor_fraction(self) -> float:
     slices = sum(p["slices"] for p in self.patients.values())
     return sum(p["tumor_slices"] for p in self.patients.values()) / max(slices, 1)
 
@@ -54,7 +55,7 @@ class DataLayout:
 _join = os.path.join  # POSIX joining is right for local paths and gs:// URLs alike
 
 
-def complete_drops(data_dir):
+def complete_drops(data_dir: str) -> list[tuple[str, str]]:
   """Sorted [(name, path)] of complete drops under `data_dir`."""
   if not tf.io.gfile.isdir(data_dir):
     raise DataError(f"{data_dir}: no such data folder")
@@ -77,7 +78,9 @@ def _load(path):
       raise DataError(f"{_join(path, _MANIFEST)}: unreadable manifest ({error})") from None
 
 
-def load_layout(data_dir, folds=None, drops=None):
+def load_layout(
+  data_dir: str, folds: Sequence[int] | None = None, drops: Sequence[str] | None = None
+) -> DataLayout:
   """Reads the manifests of `drops` (default: every complete drop) and lists the shards.
 
   Args:

@@ -6,7 +6,9 @@ pipeline, then read with a parallel interleave, shuffled, batched, parsed in bat
 beyond the shuffle buffer and prefetched batches.
 """
 
+from collections.abc import Callable, Sequence
 import random
+from typing import Any
 
 from absl import logging
 import tensorflow as tf
@@ -23,7 +25,7 @@ _SELECT_BATCH = 256  # records examined together when rebalancing tumour slices
 _HAS_TUMOR_SPEC = {"has_tumor": tfrecord_schema.FEATURES["has_tumor"]}
 
 
-def keep_probabilities(base_fraction, target_fraction):
+def keep_probabilities(base_fraction: float, target_fraction: float) -> tuple[float, float]:
   """(p_keep_tumour, p_keep_tumour_free) that turn `base_fraction` into `target_fraction`.
 
   Drops only from the over-represented kind, so each record is still read once.
@@ -39,7 +41,9 @@ def keep_probabilities(base_fraction, target_fraction):
   return target_fraction * (1 - base_fraction) / ((1 - target_fraction) * base_fraction), 1.0
 
 
-def shard_files(files, input_context, seed):
+def shard_files(
+  files: Sequence[str], input_context: tf.distribute.InputContext | None, seed: int
+) -> tuple[list[str], bool]:
   """The files of this input pipeline: a seeded shuffle (the same on every worker), then
   every n-th file. Returns (files, record_level) where record_level means too few files."""
   files = sorted(files)
@@ -60,24 +64,24 @@ def shard_files(files, input_context, seed):
 
 
 def build_dataset(
-  data_dir,
+  data_dir: str,
   *,
-  folds=None,
-  drops=None,
-  task="whole_tumor",
-  global_batch_size=64,
-  training=True,
-  input_context=None,
-  augment=None,
-  augment_config=augment_lib.AugmentConfig(),
-  tumor_fraction=None,
-  seed=0,
-  deterministic=False,
-  shuffle_buffer=SHUFFLE_BUFFER,
-  cycle_length=CYCLE_LENGTH,
-  with_metadata=False,
-  repeat=None,
-):
+  folds: Sequence[int] | None = None,
+  drops: Sequence[str] | None = None,
+  task: str = "whole_tumor",
+  global_batch_size: int = 64,
+  training: bool = True,
+  input_context: tf.distribute.InputContext | None = None,
+  augment: bool | None = None,
+  augment_config: augment_lib.AugmentConfig = augment_lib.AugmentConfig(),
+  tumor_fraction: float | None = None,
+  seed: int = 0,
+  deterministic: bool = False,
+  shuffle_buffer: int = SHUFFLE_BUFFER,
+  cycle_length: int = CYCLE_LENGTH,
+  with_metadata: bool = False,
+  repeat: bool | None = None,
+) -> tf.data.Dataset:
   """Builds the training or evaluation dataset.
 
   Args:
@@ -164,7 +168,11 @@ def build_dataset(
   return dataset.with_options(_options(deterministic or not training, input_context))
 
 
-def training_pair_fn(task, augment_config=None, num_modalities=None):
+def training_pair_fn(
+  task: str,
+  augment_config: augment_lib.AugmentConfig | None = None,
+  num_modalities: int | None = None,
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
   """(image in the stored dtype, label uint8, seed) -> (image float32, target float32);
   the seed is used only with `augment_config`. Channels are 2.5D context slices of
   `num_modalities` modalities (None: one slice), so intensity changes follow the modality."""
@@ -181,7 +189,9 @@ def training_pair_fn(task, augment_config=None, num_modalities=None):
   return pair
 
 
-def interleave_records(files, cycle_length, deterministic):
+def interleave_records(
+  files: tf.data.Dataset, cycle_length: int, deterministic: bool
+) -> tf.data.Dataset:
   """Reads `cycle_length` files at once (in parallel when more than one)."""
   read = lambda path: tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
   if cycle_length <= 1:
@@ -238,6 +248,8 @@ def _options(deterministic, input_context):
   return options
 
 
-def dataset_fn(data_dir, **kwargs):
+def dataset_fn(
+  data_dir: str, **kwargs: Any
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
   """For `strategy.distribute_datasets_from_function`: input_context -> dataset."""
   return lambda input_context: build_dataset(data_dir, input_context=input_context, **kwargs)

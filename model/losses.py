@@ -1,10 +1,11 @@
 """Segmentation losses, registered as Keras serializable so saved models load without
-custom_objects (importing `model` registers them)."""
+custom_objects (importing `model.serializable` registers them)."""
 
 import keras
 from keras import ops
 
-LOSS_NAMES = ("bce", "dice", "bce_dice")
+from model.config import LOSS_NAMES
+
 _PACKAGE = "brats_unet"
 
 

@@ -21,7 +21,7 @@ LAYER_NORM_EPSILON = 1e-6  # as in ViT
 class PositionEmbedding(layers.Layer):
   """Adds a learned vector per token position to tokens [B, N, D] (ViT); self-attention is
   blind to order without it. Keras has no stock layer for it. Registered, so a saved model
-  reloads with plain `keras.models.load_model` after `import model`."""
+  reloads with plain `keras.models.load_model` after `import model.serializable`."""
 
   def __init__(self, stddev=0.02, **kwargs):
     super().__init__(**kwargs)

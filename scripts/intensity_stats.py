@@ -27,8 +27,8 @@ def main(folder):
     for method in preprocessing.NORMALIZATION_METHODS:
       normalization = preprocessing.Normalization("volume", method=method, clip=1e9)
       flair = preprocessing.normalize(volume.image, brain, normalization)[..., 0]
-      tumour, normal = flair[volume.labels > 0], flair[brain & (volume.labels == 0)]
-      row = (np.median(tumour), np.median(normal), np.percentile(normal, 99))
+      tumor, normal = flair[volume.labels > 0], flair[brain & (volume.labels == 0)]
+      row = (np.median(tumor), np.median(normal), np.percentile(normal, 99))
       stats[method].append(row)
       line.append(f"{method}: tumour {row[0]:.2f} normal {row[1]:.2f} p99 {row[2]:.2f}")
     print("  ".join(line), flush=True)

@@ -13,14 +13,15 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-import model  # noqa: F401  registers the custom layers for load_model
+from model import serializable  # noqa: F401  (custom objects for load_model)
+from model import config as model_config
 from model import losses
 from model import unet
 from training import saved_model
 from training import trainer
 
 # (architecture, deep_supervision): every builder, and U-Net++ with both outputs.
-VARIANTS = [(name, False) for name in unet.ARCHITECTURES] + [("unet_plus_plus", True)]
+VARIANTS = [(name, False) for name in model_config.ARCHITECTURES] + [("unet_plus_plus", True)]
 VARIANT_IDS = [name + ("_deep" if deep else "") for name, deep in VARIANTS]
 
 
@@ -63,7 +64,7 @@ def test_shapes_and_float32_output_under_mixed_float16(
 def test_each_architecture_has_its_own_layers():
   names = {
     arch: {layer.name for layer in unet.build_model(_tiny(arch)).layers}
-    for arch in unet.ARCHITECTURES
+    for arch in model_config.ARCHITECTURES
   }
   assert "attention1_gated" in names["attention_unet"]
   assert {"x0_1_concat", "x0_2_concat", "x1_1_concat"} <= names["unet_plus_plus"]
@@ -73,7 +74,7 @@ def test_each_architecture_has_its_own_layers():
   assert {"x0_1_probabilities", "x0_2_probabilities"} <= {layer.name for layer in deep.layers}
 
 
-@pytest.mark.parametrize("architecture", unet.ARCHITECTURES)
+@pytest.mark.parametrize("architecture", model_config.ARCHITECTURES)
 def test_one_step_under_mirrored_strategy_on_two_cpus(architecture):
   """Every trainable weight that can learn gets a gradient through both replicas. SGD, no batch
   norm and one transformer block keep the distributed graph small (Adam and batch norm triple
@@ -121,7 +122,7 @@ def test_keras_h5_and_saved_model_give_the_same_outputs(architecture, deep_super
 def test_unknown_architecture_names_the_valid_ones():
   with pytest.raises(ValueError, match="architecture must be one of") as error:
     unet.build_model(unet.UNetConfig(architecture="resnet"))
-  assert all(name in str(error.value) for name in unet.ARCHITECTURES)
+  assert all(name in str(error.value) for name in model_config.ARCHITECTURES)
 
 
 def test_the_trainer_builds_the_configured_architecture():
@@ -159,4 +160,4 @@ def test_the_architecture_flag_lists_exactly_the_builders():
   )
   assert result.returncode != 0
   choices = re.search(r"one of <([^>]*)>", result.stderr)
-  assert choices and choices.group(1).split("|") == list(unet.ARCHITECTURES), result.stderr
+  assert choices and choices.group(1).split("|") == list(model_config.ARCHITECTURES), result.stderr

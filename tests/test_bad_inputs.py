@@ -101,6 +101,80 @@ def test_bad_h5_slices_are_listed_and_the_rest_converts(bad_h5, tmp_path):
   assert not verify.verify(str(tmp_path)).faults
 
 
+def _kaggle(root, num_patients=2):
+  """A small Kaggle folder; returns the path of slice k of patient n."""
+  synthetic.generate(str(root), num_patients=num_patients, fmt="h5", seed=7, num_slices=8)
+  return lambda n, k: str(root / f"volume_{n}_slice_{k}.h5")
+
+
+def _shrink_h5(path, size=200):
+  """Cuts a slice file to its central size x size pixels, image and mask alike."""
+  with h5py.File(path, "r") as f:
+    image, mask = f["image"][()], f["mask"][()]
+  cut = slice((240 - size) // 2, (240 + size) // 2)
+  _rewrite_h5(path, image=image[cut, cut], mask=mask[cut, cut])
+
+
+def test_every_bad_kaggle_file_is_named_even_when_the_whole_patient_is_bad(tmp_path, capsys):
+  name = _kaggle(tmp_path / "source")
+  _truncate(name(1, 3))
+  expected = {name(1, 3): "truncated or corrupt HDF5"}
+  for k in range(8):  # every slice of patient 2 is bad, each in its own way
+    if k % 2:
+      open(name(2, k), "wb").close()
+      expected[name(2, k)] = "is empty"
+    else:
+      with open(name(2, k), "w") as f:
+        f.write("not hdf5")
+      expected[name(2, k)] = "is not an HDF5 file"
+  report = convert.convert(
+    str(tmp_path / "source"), str(tmp_path / "out"), options=OPTIONS, progress=False
+  )
+  stderr = capsys.readouterr().err
+  assert report.patients == 1 and len(report.bad) == len(expected)
+  errors = _errors_of(report)
+  assert sorted(e["file"] for e in errors) == sorted(expected)
+  for error in errors:
+    assert expected[error["file"]] in error["reason"]
+  for path, reason in expected.items():
+    assert f"bad input: {path}: {reason}" in stderr
+  assert list(drops.load_manifest(report.drop_path)["patients"]) == ["BraTS20_Training_001"]
+
+
+def test_a_kaggle_patient_with_slices_of_two_sizes_is_refused_naming_the_files(tmp_path, capsys):
+  name = _kaggle(tmp_path / "source")
+  _shrink_h5(name(2, 4))
+  _shrink_h5(name(2, 5))
+  report = convert.convert(
+    str(tmp_path / "source"), str(tmp_path / "out"), options=OPTIONS, progress=False
+  )
+  stderr = capsys.readouterr().err
+  assert report.patients == 1
+  [error] = _errors_of(report)  # one line for the patient
+  assert error["file"] == name(2, 4)
+  assert "BraTS20_Training_002" in error["reason"] and name(2, 5) in error["reason"]
+  assert "200x200" in error["reason"] and "240x240" in error["reason"]
+  assert f"bad input: {name(2, 4)}: " in stderr
+  assert list(drops.load_manifest(report.drop_path)["patients"]) == ["BraTS20_Training_001"]
+
+
+def test_a_kaggle_patient_of_another_size_converts_with_a_warning(tmp_path, capsys):
+  name = _kaggle(tmp_path / "source", num_patients=1)
+  for k in range(8):
+    _shrink_h5(name(1, k))
+  report = convert.convert(
+    str(tmp_path / "source"), str(tmp_path / "out"), options=OPTIONS, progress=False
+  )
+  stderr = capsys.readouterr().err
+  assert report.patients == 1 and not report.bad and _errors_of(report) == []
+  [warning] = report.warnings
+  assert warning.startswith(f"{name(1, 0)}: ") and "200x200" in warning
+  assert f"warning: {warning}" in stderr
+  patient = drops.load_manifest(report.drop_path)["patients"]["BraTS20_Training_001"]
+  assert patient["source_shape"] == [200, 200, 8]
+  assert not verify.verify(str(tmp_path / "out")).faults
+
+
 @pytest.fixture(scope="module")
 def bad_nifti(tmp_path_factory):
   """Patient 1 good; patients 2..9 each with one defect; patient 1 again in a second folder."""

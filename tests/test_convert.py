@@ -126,12 +126,12 @@ def test_real_cases_keep_labels_and_follow_the_flair(real_cases, tmp_path):
     assert box.size < 240  # the brain's square, not the whole slice
     seg = np.asanyarray(nib.load(real_cases / case / f"{case}_seg.nii.gz").dataobj)
     flair = np.asanyarray(nib.load(real_cases / case / f"{case}_flair.nii.gz").dataobj)
-    tumour_slices = [k for k in range(seg.shape[2]) if seg[:, :, k].any()]
-    stored_tumour = sorted(
+    tumor_slices = [k for k in range(seg.shape[2]) if seg[:, :, k].any()]
+    stored_tumor = sorted(
       k for (pid, k), (_, label, _) in examples.items() if pid == case and label.any()
     )
-    assert stored_tumour == tumour_slices
-    for k in tumour_slices:
+    assert stored_tumor == tumor_slices
+    for k in tumor_slices:
       image, label, _ = examples[(case, k)]
       source_labels = preprocessing.resize_labels(
         preprocessing.crop_square(seg[None, :, :, k], box), 128

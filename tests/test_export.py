@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_module
-import model  # noqa: F401  registers the custom losses and metrics for load_model
+from model import serializable  # noqa: F401  (custom objects for load_model)
 
 # Runs in a fresh interpreter: imports of this project's packages fail (it is installed in
 # editable mode, so a plain cwd/PYTHONPATH change would not keep it out).

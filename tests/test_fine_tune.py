@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import TINY_TRAIN_FLAGS
 from conftest import TINY_TRAINING
 from conftest import run_script
-import model  # noqa: F401  registers the custom losses and metrics for load_model
+from model import serializable  # noqa: F401  (custom objects for load_model)
 from model import blocks
 from model import unet
 from training import trainer

@@ -271,23 +271,23 @@ def test_seeded_deterministic_runs_give_identical_batches(data_dir):
   assert any(not np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
 
 
-def test_rebalancing_reaches_the_requested_tumour_fraction(data_dir):
+def test_rebalancing_reaches_the_requested_tumor_fraction(data_dir):
   layout = manifests.load_layout(data_dir)
   for wanted in (0.2, 0.8):
     dataset = reader.build_dataset(
       data_dir, global_batch_size=32, tumor_fraction=wanted, augment=False, seed=1
     )
-    has_tumour = [float(np.mean(y.numpy().max(axis=(1, 2, 3)) > 0)) for _, y in dataset.take(40)]
-    assert abs(np.mean(has_tumour) - wanted) < 0.07, (layout.tumor_fraction, np.mean(has_tumour))
+    has_tumor = [float(np.mean(y.numpy().max(axis=(1, 2, 3)) > 0)) for _, y in dataset.take(40)]
+    assert abs(np.mean(has_tumor) - wanted) < 0.07, (layout.tumor_fraction, np.mean(has_tumor))
 
 
 def test_keep_probabilities():
-  keep_tumour, keep_free = reader.keep_probabilities(0.4, 0.6)
-  assert keep_tumour == 1.0
-  assert 0.4 * keep_tumour / (0.4 * keep_tumour + 0.6 * keep_free) == pytest.approx(0.6)
-  keep_tumour, keep_free = reader.keep_probabilities(0.4, 0.1)
+  keep_tumor, keep_free = reader.keep_probabilities(0.4, 0.6)
+  assert keep_tumor == 1.0
+  assert 0.4 * keep_tumor / (0.4 * keep_tumor + 0.6 * keep_free) == pytest.approx(0.6)
+  keep_tumor, keep_free = reader.keep_probabilities(0.4, 0.1)
   assert keep_free == 1.0
-  assert 0.4 * keep_tumour / (0.4 * keep_tumour + 0.6 * keep_free) == pytest.approx(0.1)
+  assert 0.4 * keep_tumor / (0.4 * keep_tumor + 0.6 * keep_free) == pytest.approx(0.1)
 
 
 def test_mirrored_strategy_gets_per_replica_batches(data_dir):

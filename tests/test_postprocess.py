@@ -116,19 +116,19 @@ def _ball(shape, center, radius):
 CASE_SHAPE = (24, 48, 48)
 
 
-def _tumour(shift):
+def _tumor(shift):
   return _ball(CASE_SHAPE, (12, 24 + shift, 24), 8)  # 2,109 voxels
 
 
 def test_choose_rule_removes_a_false_positive_blob():
   blobs = [_box((2, 2, x), (5, 5, 5), CASE_SHAPE) for x in (2, 20, 40)]  # 125 voxels each
-  assert all(np.count_nonzero(blob) == 125 and not (blob & _tumour(1)).any() for blob in blobs)
-  cases = [(_tumour(0), _tumour(shift) | blob) for shift, blob in zip((-1, 0, 1), blobs)]
+  assert all(np.count_nonzero(blob) == 125 and not (blob & _tumor(1)).any() for blob in blobs)
+  cases = [(_tumor(0), _tumor(shift) | blob) for shift, blob in zip((-1, 0, 1), blobs)]
   rule, table = postprocess.choose_rule(iter(cases), postprocess.candidate_rules())
   # 200 voxels is the mildest rule that drops the 125-voxel blob without touching the tumour
   assert rule == PostProcessing(min_component_voxels=200)
   for shift, blob in zip((-1, 0, 1), blobs):
-    np.testing.assert_array_equal(rule.apply(_tumour(shift) | blob), _tumour(shift))
+    np.testing.assert_array_equal(rule.apply(_tumor(shift) | blob), _tumor(shift))
   rows = {row["rule"]: row for row in table}
   assert rows[rule.describe()]["patients_improved"] == 3
   assert rows["drop components < 3000 voxels"]["worst_dice"] == 0.0  # drops the tumour too
@@ -140,9 +140,9 @@ def test_choose_rule_removes_a_false_positive_blob():
   assert postprocess.choose_rule(cases, min_gain=0.5)[0] == PostProcessing()
 
 
-def test_choose_rule_refuses_a_rule_that_deletes_small_true_tumours():
+def test_choose_rule_refuses_a_rule_that_deletes_small_true_tumors():
   satellite = _box((2, 2, 2), (5, 5, 5), CASE_SHAPE)  # a true 125-voxel lesion
-  cases = [(_tumour(0) | satellite, _tumour(shift) | satellite) for shift in (-1, 0, 1)]
+  cases = [(_tumor(0) | satellite, _tumor(shift) | satellite) for shift in (-1, 0, 1)]
   rule, table = postprocess.choose_rule(cases, postprocess.candidate_rules())
   assert rule == PostProcessing()
   rows = {row["rule"]: row for row in table}
@@ -153,9 +153,9 @@ def test_choose_rule_refuses_a_mean_gain_that_harms_most_patients():
   satellite = _box((2, 2, 2), (3, 3, 3), CASE_SHAPE)  # a true 27-voxel lesion
   false_alarm = _box((2, 2, 30), (5, 5, 7), CASE_SHAPE)  # a 175-voxel false positive
   cases = [
-    (_tumour(0), _tumour(0) | false_alarm),  # Dice +0.040 once the blob is dropped
-    (_tumour(0) | satellite, _tumour(0) | satellite),  # -0.006 each without the lesion
-    (_tumour(0) | satellite, _tumour(0) | satellite),
+    (_tumor(0), _tumor(0) | false_alarm),  # Dice +0.040 once the blob is dropped
+    (_tumor(0) | satellite, _tumor(0) | satellite),  # -0.006 each without the lesion
+    (_tumor(0) | satellite, _tumor(0) | satellite),
   ]
   only = PostProcessing(min_component_voxels=200)
   rule, (row,) = postprocess.choose_rule(cases, [only])
@@ -164,7 +164,7 @@ def test_choose_rule_refuses_a_mean_gain_that_harms_most_patients():
   assert rule == PostProcessing()
 
 
-def test_small_enhancing_tumour_becomes_core_in_the_label_map():
+def test_small_enhancing_tumor_becomes_core_in_the_label_map():
   from evaluation import inference
 
   probability = np.zeros((4, 8, 8, 3), np.float32)

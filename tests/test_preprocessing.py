@@ -130,16 +130,16 @@ def test_recipe_with_context_keeps_brain_slices_and_centres_them():
   np.testing.assert_allclose(plain.images[..., 0], slices.images[..., 1], atol=1e-5)
 
 
-def test_robust_normalization_is_not_pulled_by_a_bright_tumour():
+def test_robust_normalization_is_not_pulled_by_a_bright_tumor():
   rng = np.random.default_rng(1)
   brain = rng.normal(100, 10, (4, 30, 30, 1)).astype(np.float32)
-  with_tumour = brain.copy()
-  with_tumour[:, :6, :6] = 300  # 4% of the brain, very bright
+  with_tumor = brain.copy()
+  with_tumor[:, :6, :6] = 300  # 4% of the brain, very bright
   mask = np.ones((4, 30, 30), bool)
   for method, tolerance in (("robust_brain", 0.15), ("zscore_brain", None)):
     normalization = preprocessing.Normalization("volume", method=method, clip=100)
     a = preprocessing.normalize(brain, mask, normalization)[:, 10:, 10:]
-    b = preprocessing.normalize(with_tumour, mask, normalization)[:, 10:, 10:]
+    b = preprocessing.normalize(with_tumor, mask, normalization)[:, 10:, 10:]
     shift = np.abs(a - b).mean()
     if tolerance:
       assert shift < tolerance, (method, shift)

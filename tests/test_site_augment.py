@@ -33,11 +33,11 @@ def _batch(batch=4, size=32, modalities=2, context=3, seed=0):
   rng = np.random.default_rng(seed)
   rows, columns = np.mgrid[:size, :size]
   brain = ((rows - size / 2) / (0.4 * size)) ** 2 + ((columns - size / 2) / (0.35 * size)) ** 2 < 1
-  tumour = (rows - 0.45 * size) ** 2 + (columns - 0.55 * size) ** 2 < (0.12 * size) ** 2
-  image = rng.normal(0.0, 0.6, (batch, size, size, context * modalities)) + 2.5 * tumour[..., None]
+  tumor = (rows - 0.45 * size) ** 2 + (columns - 0.55 * size) ** 2 < (0.12 * size) ** 2
+  image = rng.normal(0.0, 0.6, (batch, size, size, context * modalities)) + 2.5 * tumor[..., None]
   image = np.where(brain[..., None], image, 0.0).astype(np.float32)
-  label = np.broadcast_to(tumour, (batch, size, size)).astype(np.uint8)
-  return image, label, brain, tumour
+  label = np.broadcast_to(tumor, (batch, size, size)).astype(np.uint8)
+  return image, label, brain, tumor
 
 
 def _augment(image, label, config, seed=7, modalities=2):
@@ -105,8 +105,8 @@ def test_curve_is_monotone_at_the_ends_of_its_ranges(gamma, compression):
   assert np.all(np.diff(curved.reshape(2, -1), axis=1) >= 0)
 
 
-def test_strongest_curve_more_than_halves_tumour_contrast_after_the_moments_are_restored():
-  image, _, brain, tumour = _batch(batch=1, modalities=1, context=1)
+def test_strongest_curve_more_than_halves_tumor_contrast_after_the_moments_are_restored():
+  image, _, brain, tumor = _batch(batch=1, modalities=1, context=1)
   x = augment.split_modalities(tf.constant(image), 1)
   inside = x != 0
   count = tf.reduce_sum(tf.cast(inside, tf.float32), (2, 3, 4), keepdims=True)
@@ -115,8 +115,8 @@ def test_strongest_curve_more_than_halves_tumour_contrast_after_the_moments_are_
   strongest = tf.fill([1, 1, 1, 1, 1], min(augment.SITE_AUGMENT.bright_compression_range))
   curved = augment.intensity_curve(x, inside, tf.fill([1, 1, 1, 1, 1], low), strongest)
   out = augment.restandardize(curved, count, mean, std, 5.0).numpy()[0, 0, 0]
-  normal = brain & ~tumour
-  gap = lambda picture: np.median(picture[tumour]) - np.median(picture[normal])
+  normal = brain & ~tumor
+  gap = lambda picture: np.median(picture[tumor]) - np.median(picture[normal])
   assert gap(out) < 0.5 * gap(image[0, ..., 0])
 
 

@@ -15,10 +15,10 @@ def _volume(slices=21, size=32, channels=2, seed=0):
   brain = ((s - slices / 2) / (0.45 * slices)) ** 2 + ((y - size / 2) / (0.4 * size)) ** 2 + (
     (x - size / 2) / (0.35 * size)
   ) ** 2 < 1
-  tumour = (s - slices / 2) ** 2 + (y - 0.45 * size) ** 2 + (x - 0.55 * size) ** 2 < (
+  tumor = (s - slices / 2) ** 2 + (y - 0.45 * size) ** 2 + (x - 0.55 * size) ** 2 < (
     0.15 * size
   ) ** 2
-  image = rng.normal(500.0, 80.0, brain.shape + (channels,)) + 900.0 * tumour[..., None]
+  image = rng.normal(500.0, 80.0, brain.shape + (channels,)) + 900.0 * tumor[..., None]
   return np.where(brain[..., None], np.maximum(image, 1.0), 0.0).astype(np.float32)
 
 

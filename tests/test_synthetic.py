@@ -46,7 +46,7 @@ def _load_nifti(path):
   return image, np.asanyarray(image.dataobj)
 
 
-def _tumour_patient(patients):
+def _tumor_patient(patients):
   return next(p for p in patients.values() if p.seg.any())
 
 
@@ -87,17 +87,17 @@ def test_h5_empty_slice_is_zeros(h5_dir):
 
 
 def test_h5_mask_is_one_hot_without_overlaps(h5_dir):
-  tumour_pixels = 0
+  tumor_pixels = 0
   for name in os.listdir(h5_dir):
     mask = _read_h5(os.path.join(h5_dir, name))["mask"][0]
     assert set(np.unique(mask).tolist()) <= {0, 1}
     assert mask.sum(axis=-1).max() <= 1
-    tumour_pixels += int(mask.sum())
-  assert tumour_pixels > 0
+    tumor_pixels += int(mask.sum())
+  assert tumor_pixels > 0
 
 
 def test_h5_and_nifti_carry_the_same_patient(h5_dir, nifti_dir, patients):
-  patient = _tumour_patient(patients)
+  patient = _tumor_patient(patients)
   number = patient.patient_number
   case = f"BraTS20_Training_{number:03d}"
   _, seg = _load_nifti(os.path.join(nifti_dir, case, f"{case}_seg.nii.gz"))
@@ -134,7 +134,7 @@ def test_nifti_2018_names_dtypes_labels_and_affine(nifti_dir):
 
 
 def test_nifti_2023_naming_stores_enhancing_as_3(tmp_path, patients):
-  patient = _tumour_patient(patients)
+  patient = _tumor_patient(patients)
   case_dir = synthetic.write_nifti_case(patient, str(tmp_path), naming="2023")
   case = f"BraTS-GLI-{patient.patient_number:05d}-000"
   assert case_dir == os.path.join(str(tmp_path), case)
@@ -193,23 +193,23 @@ def test_first_and_last_slices_have_no_brain(patients):
       assert volume.min() == 0 and volume.max() < 3000
 
 
-def test_tumour_covers_some_but_not_all_brain_slices(patients):
+def test_tumor_covers_some_but_not_all_brain_slices(patients):
   for patient in patients.values():
     brain_slices = patient.volumes["flair"].any(axis=(0, 1))
-    tumour_slices = patient.seg.any(axis=(0, 1))
-    assert not np.any(tumour_slices & ~brain_slices)
-    assert np.any(brain_slices & ~tumour_slices)
+    tumor_slices = patient.seg.any(axis=(0, 1))
+    assert not np.any(tumor_slices & ~brain_slices)
+    assert np.any(brain_slices & ~tumor_slices)
   assert any(p.seg.any() for p in patients.values())
 
 
-def test_tumour_labels_only_inside_the_brain(patients):
+def test_tumor_labels_only_inside_the_brain(patients):
   for patient in patients.values():
     assert np.all(patient.volumes["flair"][patient.seg > 0] > 0)
     assert set(np.unique(patient.seg).tolist()) <= {0, 1, 2, 4}
 
 
 def test_modality_contrasts_follow_real_mri(patients):
-  patient = _tumour_patient(patients)
+  patient = _tumor_patient(patients)
   normal = (patient.seg == 0) & (patient.volumes["flair"] > 0)
 
   def mean(modality, region):
@@ -222,9 +222,9 @@ def test_modality_contrasts_follow_real_mri(patients):
   assert mean("t1", edema) < mean("t1", normal)
 
 
-def test_about_one_in_eight_patients_is_tumour_free():
-  tumour_free = sum(not synthetic.make_patient(SEED, n, 8).seg.any() for n in range(1, 41))
-  assert 1 <= tumour_free <= 10
+def test_about_one_in_eight_patients_is_tumor_free():
+  tumor_free = sum(not synthetic.make_patient(SEED, n, 8).seg.any() for n in range(1, 41))
+  assert 1 <= tumor_free <= 10
 
 
 def test_too_few_slices_is_rejected():

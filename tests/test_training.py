@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-import model  # noqa: F401  registers the custom losses and metrics for load_model
+from model import serializable  # noqa: F401  (custom objects for load_model)
 from data_prep import convert
 from data_prep import folds
 from data_prep import patient_conversion
@@ -221,6 +221,7 @@ def test_indivisible_batch_is_a_one_line_error(data_dir, tmp_path):
     (["--task=regions"], "--task=regions needs FLAIR, T1ce and T2 (the drops hold flair)"),
     (["--region_weights=1,2"], "--region_weights needs 1 weights for --task=whole_tumor"),
     (["--region_weights=1,-2"], "--region_weights must be positive numbers"),
+    (["--depth=6"], "--depth=6 needs slices whose size divides by 64; the drops in"),
   ],
 )
 def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path, flags, message):
@@ -237,3 +238,13 @@ def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path):
   assert summary["pipeline_images_per_sec"] > 0 and summary["in_memory_images_per_sec"] > 0
   assert summary["precision"] == "float32" and summary["replicas"] == 1
   assert summary["global_batch_size"] == 8
+
+
+def test_the_multi_worker_patch_refuses_untested_keras_versions():
+  from training import multi_worker
+
+  multi_worker.check_keras_version(keras.version())  # the installed one is a tested one
+  multi_worker.check_keras_version("3.15.9")
+  for version in ("3.16.0", "4.0.1", "3.1.5"):
+    with pytest.raises(ValueError, match=f"Keras {version} is installed, but the multi-worker"):
+      multi_worker.check_keras_version(version)

@@ -42,7 +42,7 @@ def _ball(shape, center, radius):
   return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius**2
 
 
-def _tumour_and_prediction(seed, shape=(32, 40, 40)):
+def _tumor_and_prediction(seed, shape=(32, 40, 40)):
   """A lobed tumour and a shifted prediction that grows one lobe and misses another."""
   rng = np.random.default_rng(seed)
   middle = np.array(shape) / 2
@@ -91,13 +91,13 @@ def test_hd95_is_the_larger_directed_percentile_not_the_pooled_one():
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 0.8, 1.5)])
 def test_hd95_on_the_bounding_box_equals_hd95_on_the_whole_volume(spacing):
-  truth, prediction = _tumour_and_prediction(seed=3, shape=(32, 40, 40))
+  truth, prediction = _tumor_and_prediction(seed=3, shape=(32, 40, 40))
   prediction[0:2, 0:3, 35:40] = True  # a blob on the volume's border, clipping the margin
   prediction[30:32, 37:40, 0:2] = True  # and one in the opposite corner
   truth[10:12, 0:2, 0:40] = True  # a bar across the whole last axis
   whole = volume_metrics._hd95_of(truth, prediction, spacing)
   assert volume_metrics.hd95(truth, prediction, spacing) == whole
-  small_truth, small_prediction = _tumour_and_prediction(seed=5, shape=(32, 40, 40))
+  small_truth, small_prediction = _tumor_and_prediction(seed=5, shape=(32, 40, 40))
   assert volume_metrics.hd95(small_truth, small_prediction, spacing) == (
     volume_metrics._hd95_of(small_truth, small_prediction, spacing)
   )
@@ -106,7 +106,7 @@ def test_hd95_on_the_bounding_box_equals_hd95_on_the_whole_volume(spacing):
 @pytest.mark.parametrize("seed", range(5))
 def test_hd95_agrees_with_deepmind_surface_distance(seed):
   surface_distance = pytest.importorskip("surface_distance")
-  truth, prediction = _tumour_and_prediction(seed)
+  truth, prediction = _tumor_and_prediction(seed)
   spacing = tuple(
     float(s) for s in np.random.default_rng(100 + seed).choice([0.8, 1.0, 1.5, 2.5, 3.0], 3)
   )
@@ -130,14 +130,14 @@ def test_volume_diagonal_of_a_brats_volume():
 
 def test_empty_mask_policy():
   empty = np.zeros((4, 8, 8), bool)
-  tumour = _cube((4, 8, 8), (1, 2, 2), 2)
+  tumor = _cube((4, 8, 8), (1, 2, 2), 2)
   both = volume_metrics.score(empty, empty, (1.0, 2.0, 2.0))
   assert (both.dice, both.iou, both.hd95_mm, both.sensitivity, both.precision) == (1, 1, 0, 1, 1)
   diagonal = math.sqrt(4**2 + 16**2 + 16**2)
-  missed = volume_metrics.score(tumour, empty, (1.0, 2.0, 2.0))
+  missed = volume_metrics.score(tumor, empty, (1.0, 2.0, 2.0))
   assert (missed.dice, missed.iou, missed.sensitivity, missed.precision) == (0, 0, 0, 0)
   assert missed.hd95_mm == pytest.approx(diagonal)
-  false_alarm = volume_metrics.score(empty, tumour, (1.0, 2.0, 2.0), diagonal_mm=374.0)
+  false_alarm = volume_metrics.score(empty, tumor, (1.0, 2.0, 2.0), diagonal_mm=374.0)
   assert false_alarm.dice == 0 and false_alarm.hd95_mm == 374.0
   assert false_alarm.specificity == pytest.approx(1 - 8 / 256)
 

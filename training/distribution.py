@@ -11,8 +11,7 @@ import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from training.config import STRATEGIES
 
 
 def make_strategy(name, devices=None):

@@ -43,7 +43,7 @@ def load(path):
   path = resolve(path)
   _check_container(path)  # both before TensorFlow loads: a wrong path fails at once
   import keras
-  import model  # noqa: F401  registers the custom losses, metrics and layers
+  from model import serializable  # noqa: F401  (custom objects for load_model)
 
   try:
     return keras.models.load_model(path, compile=False)

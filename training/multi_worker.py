@@ -9,13 +9,31 @@ Under MultiWorkerMirroredStrategy, stock Keras fails in two places:
    `strategy.reduce("MEAN", v, axis=0)`, which fails on rank-0 values; here scalars are
    reduced with `axis=None`.
 `apply()` patches both, only for multi-worker strategies; other strategies take the
-original code paths.
+original code paths. The patch replaces private Keras functions, so it is refused (one line,
+at import) on Keras versions it was not tested on.
 """
 
 from absl import logging
+import keras
 import tensorflow as tf
-from keras.src import tree
-from keras.src.backend.tensorflow import trainer as tf_trainer
+
+TESTED_KERAS_VERSIONS = ("3.15",)  # major.minor
+
+
+def check_keras_version(version: str) -> None:
+  """Raises ValueError unless `version` is one the patch was tested on."""
+  if ".".join(version.split(".")[:2]) not in TESTED_KERAS_VERSIONS:
+    raise ValueError(
+      f"--strategy=multi_worker: Keras {version} is installed, but the multi-worker patch "
+      f"(training/multi_worker.py, keras-team/keras#20585) was tested on Keras "
+      f"{', '.join(TESTED_KERAS_VERSIONS)} only; install keras=={TESTED_KERAS_VERSIONS[-1]}.*"
+    )
+
+
+check_keras_version(keras.version())
+
+from keras.src import tree  # noqa: E402  (private modules: only on a tested version)
+from keras.src.backend.tensorflow import trainer as tf_trainer  # noqa: E402
 
 _original_reduce_per_replica = tf_trainer.reduce_per_replica
 _original_maybe_symbolic_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
@@ -58,7 +76,7 @@ def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     self._symbolic_build(data_batch=data_batch)
 
 
-def apply():
+def apply() -> None:
   """Installs the workaround (idempotent)."""
   if tf_trainer.reduce_per_replica is not reduce_per_replica:
     logging.info("patching Keras multi-worker fit (keras-team/keras#20585)")

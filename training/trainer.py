@@ -3,7 +3,6 @@
 Library code: everything comes in through `TrainConfig`; train_main.py owns the flags.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from model import losses
 from model import metrics as metrics_lib
 from model import unet
 from training import callbacks as callbacks_lib
+from training.config import TrainConfig  # noqa: F401  (the trainer's input)
 from training import curves
 from training import distribution
 from training import fine_tune
@@ -40,50 +40,7 @@ class ConfigError(ValueError):
   """A setting that cannot work with this data or these devices (printed as one line)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  data_dir: str
-  model_dir: str
-  drops: tuple | None = None
-  val_fold: int = 0  # -1: train on every fold, no validation
-  val_data_dir: str | None = None
-  task: str = "whole_tumor"
-  loss: str = "bce_dice"
-  region_weights: tuple | None = None  # Dice weight per output (WT, TC, ET); None: equal
-  epochs: int = 40
-  batch_size: int = 32  # global
-  steps_per_epoch: int | None = None  # None: one pass over the training folds
-  learning_rate: float = 1e-3
-  scale_learning_rate: bool = True
-  early_stopping_patience: int = 10
-  reduce_lr_patience: int = 4
-  lr_schedule: str = "plateau"  # or "cosine": decays to 0 over the run, no validation needed
-  checkpoint: str = "best"  # "best" by validation Dice, or "last": the final weights
-  seed: int = 0
-  deterministic: bool = False
-  augment: bool = True
-  rotate_scale_probability: float = 0.5
-  site_augmentation: bool = False
-  tumor_fraction: float | None = None
-  shuffle_buffer: int = reader.SHUFFLE_BUFFER
-  depth: int = 4
-  base_filters: int = 32
-  dropout: float = 0.1
-  batch_norm: bool = True
-  sync_batch_norm: bool = False
-  upsampling: str = "transpose"
-  architecture: str = "unet"  # model.unet.ARCHITECTURES
-  deep_supervision: bool = False  # unet_plus_plus
-  transformer_layers: int = 2  # trans_unet
-  transformer_heads: int = 4  # trans_unet
-  precision: str = "float32"  # resolved, not "auto"
-  jit_compile: bool = False
-  tensorboard_images: int = 4
-  init_from: str | None = None  # .keras, .h5 or run folder whose weights start the run
-  freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded
-
-
-def effective_learning_rate(config):
+def effective_learning_rate(config: TrainConfig) -> float:
   if not config.scale_learning_rate:
     return config.learning_rate
   return config.learning_rate * math.sqrt(config.batch_size / REFERENCE_BATCH_SIZE)
@@ -114,12 +71,21 @@ REGION_MODALITIES = ("flair", "t1ce", "t2")  # edema, enhancing tumour, core
 
 
 def _check_task(config, layout):
-  """Refuses, in one line, a task the drops cannot teach or weights that do not fit it."""
+  """Refuses, in one line, a task the drops cannot teach, weights that do not fit it, or a
+  depth the stored slice size cannot pool."""
   missing = [m for m in REGION_MODALITIES if m not in layout.modalities]
   if config.task == "regions" and missing:
     raise manifests.DataError(
       f"{config.data_dir}: --task=regions needs FLAIR, T1ce and T2 (the drops hold "
       f"{','.join(layout.modalities)}); convert with --modalities=flair,t1,t1ce,t2"
+    )
+  size = layout.image_size
+  if size % 2**config.depth:
+    deepest = max(d for d in range(7) if size % 2**d == 0)
+    raise ConfigError(
+      f"--depth={config.depth} needs slices whose size divides by {2**config.depth}; the drops "
+      f"in {config.data_dir} store {size}px slices (use --depth<={deepest}, or convert with "
+      f"--image_size={size - size % 2**config.depth or 2**config.depth})"
     )
   outputs = decode.num_targets(config.task)
   if config.region_weights is not None and len(config.region_weights) != outputs:
@@ -129,7 +95,7 @@ def _check_task(config, layout):
     )
 
 
-def build_model(config, layout):
+def build_model(config: TrainConfig, layout: manifests.DataLayout) -> keras.Model:
   model_config = unet.UNetConfig(
     image_size=layout.image_size,
     channels=layout.channels,
@@ -148,7 +114,9 @@ def build_model(config, layout):
   return unet.build_model(model_config)
 
 
-def learning_rate_for(config, steps_per_epoch):
+def learning_rate_for(
+  config: TrainConfig, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
   """The optimizer's learning rate: a constant (halved on plateaus by a callback) or a cosine
   decay to 0 over the whole run, which needs no validation data to steer it."""
   rate = effective_learning_rate(config)
@@ -157,7 +125,7 @@ def learning_rate_for(config, steps_per_epoch):
   return rate
 
 
-def compile_model(model, config, steps_per_epoch=1):
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int = 1) -> None:
   model.compile(
     optimizer=keras.optimizers.Adam(learning_rate_for(config, steps_per_epoch)),
     loss=losses.get_loss(config.loss, config.region_weights),
@@ -169,7 +137,7 @@ def compile_model(model, config, steps_per_epoch=1):
 class Run:
   """Datasets and model of one configuration, built inside the strategy's scope."""
 
-  def __init__(self, config, strategy):
+  def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy):
     self.config = config
     self.strategy = strategy
     keras.mixed_precision.set_global_policy(config.precision)
@@ -237,7 +205,7 @@ class Run:
       output_shape=(None, size, size, decode.num_targets(config.task)),
     )
 
-  def train_dataset(self):
+  def train_dataset(self) -> tf.data.Dataset:
     config = self.config
     augment_config = augment_lib.AugmentConfig(
       rotate_scale_probability=config.rotate_scale_probability,
@@ -256,7 +224,7 @@ class Run:
         tumor_fraction=config.tumor_fraction,
         seed=config.seed,
         deterministic=config.deterministic,
-        shuffle_buffer=config.shuffle_buffer,
+        shuffle_buffer=config.shuffle_buffer or reader.SHUFFLE_BUFFER,
       )
     )
 
@@ -315,7 +283,7 @@ def _refuse_bad_model_file(function, *args, **kwargs):
     raise ConfigError(str(error)) from None
 
 
-def train(config, strategy):
+def train(config: TrainConfig, strategy: tf.distribute.Strategy) -> keras.callbacks.History:
   """Trains, checkpoints the best model, exports best_model.h5, saved_model/ and
   training_curves.png. The chief first records the run (run_info.json) and copies its log
   into run.log, so the result can be traced later.
@@ -376,7 +344,7 @@ def _train(config, strategy, run):
   return history
 
 
-def write_dataset_info(config, run):
+def write_dataset_info(config: TrainConfig, run: Run) -> None:
   """The model's contract (model/contract.py): what prediction and evaluation need."""
   contract.write(
     config.model_dir,
@@ -390,7 +358,7 @@ def write_dataset_info(config, run):
   )
 
 
-def export(model_dir):
+def export(model_dir: str) -> None:
   """best_model.keras -> best_model.h5 (legacy format, written once at the end),
   saved_model/ (TF Serving; the same weights) and the curves."""
   best = os.path.join(model_dir, "best_model.keras")
@@ -421,7 +389,9 @@ def _images_per_sec(run, dataset, steps, warmup):
   return steps * run.config.batch_size / seconds, seconds
 
 
-def benchmark(config, strategy, steps, warmup=5):
+def benchmark(
+  config: TrainConfig, strategy: tf.distribute.Strategy, steps: int, warmup: int = 5
+) -> dict:
   """Training throughput with the real input pipeline and with in-memory batches of the same
   shape; prints JSON lines and returns the summary."""
   run = Run(config, strategy)

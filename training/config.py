@@ -1,0 +1,57 @@
+"""What a training run is asked to do, without TensorFlow: `train_main.py` derives its flags and
+their defaults from `TrainConfig`, so every default is written once and `--help` or a bad flag
+needs no TensorFlow start-up. The architecture's settings default to `model.config.UNetConfig`.
+"""
+
+import dataclasses
+
+from model.config import UNetConfig
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+TASKS = ("whole_tumor", "regions")
+LR_SCHEDULES = ("plateau", "cosine")
+CHECKPOINTS = ("best", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  data_dir: str
+  model_dir: str
+  drops: tuple | None = None
+  val_fold: int = 0  # -1: train on every fold, no validation
+  val_data_dir: str | None = None
+  task: str = "whole_tumor"
+  loss: str = "bce_dice"
+  region_weights: tuple | None = None  # Dice weight per output (WT, TC, ET); None: equal
+  epochs: int = 40
+  batch_size: int = 32  # global
+  steps_per_epoch: int | None = None  # None: one pass over the training folds
+  learning_rate: float = 1e-3
+  scale_learning_rate: bool = True
+  early_stopping_patience: int = 10
+  reduce_lr_patience: int = 4
+  lr_schedule: str = "plateau"  # or "cosine": decays to 0 over the run, no validation needed
+  checkpoint: str = "best"  # "best" by validation Dice, or "last": the final weights
+  seed: int = 0
+  deterministic: bool = False
+  augment: bool = True
+  rotate_scale_probability: float = 0.5
+  site_augmentation: bool = False
+  tumor_fraction: float | None = None
+  shuffle_buffer: int | None = None  # None: the reader's (input_pipeline.reader.SHUFFLE_BUFFER)
+  depth: int = UNetConfig.depth
+  base_filters: int = UNetConfig.base_filters
+  dropout: float = UNetConfig.dropout
+  batch_norm: bool = UNetConfig.batch_norm
+  sync_batch_norm: bool = UNetConfig.sync_batch_norm
+  upsampling: str = UNetConfig.upsampling
+  architecture: str = UNetConfig.architecture
+  deep_supervision: bool = UNetConfig.deep_supervision
+  transformer_layers: int = UNetConfig.transformer_layers
+  transformer_heads: int = UNetConfig.transformer_heads
+  precision: str = "float32"  # resolved, not "auto"
+  jit_compile: bool = False
+  tensorboard_images: int = 4
+  init_from: str | None = None  # .keras, .h5 or run folder whose weights start the run
+  freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded

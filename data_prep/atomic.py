@@ -1,8 +1,13 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+On object storage every object write already is: the object appears when its writer closes.
+"""
 
 import json
 import os
 import tempfile
+
+from data_prep import storage
 
 
 def _umask():
@@ -13,6 +18,9 @@ def _umask():
 
 def write_bytes(path, data):
   """Writes `data` to a temporary file beside `path`, fsyncs, then renames over `path`."""
+  if storage.is_remote(path):
+    storage.write_bytes(path, data)
+    return
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp_path = tempfile.mkstemp(
     dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"

@@ -5,20 +5,24 @@ from the example sizes (`shard_plan`, one small global step) -> key every exampl
 shard -> GroupByKey -> each shard written by one worker. Patient entries, shard entries and
 bad inputs come back through small JSON files in the drop's staging folder; the driver
 (convert.py) then writes manifest.json and errors.json and publishes the drop, exactly as
-for the local runner. The staging folder must be visible to every worker (a shared file
-system) on distributed runners.
+for the local runner. The staging folder must be visible to every worker: a shared file
+system, or object storage (`gs://...`), where each shard is written to the worker's local
+disk by TensorFlow and then uploaded through Beam's file systems.
 
 Only imported with --runner=beam; Apache Beam is the optional extra `.[beam]`.
 """
 
 import json
 import os
+import tempfile
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from data_prep import atomic
 from data_prep import patient_conversion
 from data_prep import shard_plan
+from data_prep import storage
 from data_prep.errors import BadInputError
 
 _PATIENTS_FILE = ".beam-patients.json"
@@ -63,25 +67,33 @@ def _write_shard(keyed, staging_path, plan):
   (fold, index), records = keyed
   records = sorted(records, key=lambda r: (r[0], r[1]))
   name = shard_writer.shard_name(fold, index, plan["counts"][fold])
-  path = os.path.join(staging_path, name)
-  patients = {}
-  with tf.io.TFRecordWriter(path + ".partial") as writer:
-    for _, _, patient_id, record in records:
-      writer.write(record)
-      patients[patient_id] = patients.get(patient_id, 0) + 1
-  os.replace(path + ".partial", path)
+  remote = storage.is_remote(staging_path)
+  with tempfile.TemporaryDirectory() as local_dir:
+    path = os.path.join(local_dir if remote else staging_path, name)
+    patients = {}
+    with tf.io.TFRecordWriter(path + ".partial") as writer:
+      for _, _, patient_id, record in records:
+        writer.write(record)
+        patients[patient_id] = patients.get(patient_id, 0) + 1
+    os.replace(path + ".partial", path)
+    size = os.path.getsize(path)
+    if remote:
+      storage.upload(path, storage.join(staging_path, name))
   return {
     "file": name,
     "fold": fold,
     "examples": len(records),
-    "bytes": os.path.getsize(path),
+    "bytes": size,
     "patients": dict(sorted(patients.items())),
   }
 
 
 def _write_json(values, path):
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(values, f)
+  atomic.write_bytes(path, json.dumps(values).encode("utf-8"))
+
+
+def _read_json(path):
+  return json.loads(storage.read_bytes(path).decode("utf-8"))
 
 
 def convert_with_beam(found, options, staging_path, shard_bytes, pipeline_args):
@@ -116,26 +128,23 @@ def convert_with_beam(found, options, staging_path, shard_bytes, pipeline_args):
     _ = (
       shards
       | "AllShards" >> beam.combiners.ToList()
-      | "ShardList" >> beam.Map(_write_json, os.path.join(staging_path, _SHARDS_FILE))
+      | "ShardList" >> beam.Map(_write_json, storage.join(staging_path, _SHARDS_FILE))
     )
     _ = (
       summaries
       | "Entries"
       >> beam.Map(lambda s: {k: s[k] for k in ("patient_id", "entry", "bad", "warnings")})
       | "AllEntries" >> beam.combiners.ToList()
-      | "PatientList" >> beam.Map(_write_json, os.path.join(staging_path, _PATIENTS_FILE))
+      | "PatientList" >> beam.Map(_write_json, storage.join(staging_path, _PATIENTS_FILE))
     )
 
-  with open(os.path.join(staging_path, _PATIENTS_FILE), encoding="utf-8") as f:
-    summaries = sorted(json.load(f), key=lambda s: order[s["patient_id"]])
-  shards_path = os.path.join(staging_path, _SHARDS_FILE)
+  patients_path = storage.join(staging_path, _PATIENTS_FILE)
+  summaries = sorted(_read_json(patients_path), key=lambda s: order[s["patient_id"]])
+  shards_path = storage.join(staging_path, _SHARDS_FILE)
   shards = []
-  if os.path.exists(shards_path):
-    with open(shards_path, encoding="utf-8") as f:
-      shards = sorted(json.load(f), key=lambda s: (s["fold"], s["file"]))
-  for path in (os.path.join(staging_path, _PATIENTS_FILE), shards_path):
-    if os.path.exists(path):
-      os.unlink(path)
+  if storage.exists(shards_path):
+    shards = sorted(_read_json(shards_path), key=lambda s: (s["fold"], s["file"]))
+  storage.delete([path for path in (patients_path, shards_path) if storage.exists(path)])
   patients = {s["patient_id"]: s["entry"] for s in summaries if s["entry"] is not None}
   bad = [BadInputError(e["file"], e["reason"]) for s in summaries for e in s["bad"]]
   return patients, shards, bad, [w for s in summaries for w in s["warnings"]]

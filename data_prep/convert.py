@@ -19,6 +19,7 @@ from data_prep import folds
 from data_prep import overlays as overlays_lib
 from data_prep import patient_conversion
 from data_prep import sources as sources_lib
+from data_prep import storage
 
 SCHEMA_VERSION = 1
 DEFAULT_SHARD_BYTES = 128 << 20
@@ -62,7 +63,19 @@ def _print_bad(error):
 
 
 def _default_drop_name(input_path):
-  return os.path.basename(os.path.normpath(os.path.abspath(input_path))) or "drop"
+  return storage.basename(storage.absolute(input_path)) or "drop"
+
+
+def _check_storage(input_path, output_dir, runner, overwrite):
+  """Object storage needs the Beam runner (the local one publishes with POSIX renames) and
+  cannot retire drops (--overwrite rewrites an older drop in place)."""
+  remote = [path for path in (input_path, output_dir) if storage.is_remote(path)]
+  if remote and runner != "beam":
+    raise drops.DropError(f"{remote[0]}: object storage needs --runner=beam")
+  if storage.is_remote(output_dir) and overwrite:
+    raise drops.DropError(
+      f"{output_dir}: --overwrite works on a local dataset folder only; convert into a new drop"
+    )
 
 
 def validate_drop_name(name):
@@ -103,7 +116,7 @@ def _manifest(
     "schema_version": SCHEMA_VERSION,
     "drop": drop,
     "created_unix": int(time.time()),
-    "source": {"path": os.path.abspath(input_path), "format": input_format},
+    "source": {"path": storage.absolute(input_path), "format": input_format},
     "image_size": options.image_size,
     "channels": options.recipe.channels,
     "modalities": list(options.modalities),
@@ -177,11 +190,13 @@ def convert(
   report.started = time.time()
   drop = drop or _default_drop_name(input_path)
   validate_drop_name(drop)
-  os.makedirs(output_dir, exist_ok=True)
+  _check_storage(input_path, output_dir, runner, overwrite)
+  if not storage.is_remote(output_dir):
+    os.makedirs(output_dir, exist_ok=True)
   if input_format == "auto":
     input_format = sources_lib.detect_format(input_path)
   # Absolute paths in the manifest, so evaluation finds the source files from anywhere.
-  found, discovery_errors = sources_lib.discover(os.path.abspath(input_path), input_format)
+  found, discovery_errors = sources_lib.discover(storage.absolute(input_path), input_format)
   for error in discovery_errors:
     _record_bad(report, error, strict)
 
@@ -195,7 +210,7 @@ def convert(
 
   staging_name = _free_drop_name(output_dir, drop, replacing=overwrite)
   try:
-    with drops.StagingFolder(output_dir, staging_name) as staging:
+    with drops.staging_folder(output_dir, staging_name) as staging:
       if runner == "beam":
         from data_prep import beam_runner  # the local runner never imports Apache Beam
 
@@ -219,7 +234,7 @@ def convert(
 
       label_scheme = sorted({source.label_scheme for source in found})
       atomic.write_json(
-        os.path.join(staging.path, drops.ERRORS), [error.to_json() for error in report.bad]
+        storage.join(staging.path, drops.ERRORS), [error.to_json() for error in report.bad]
       )
       _write_overlays(staging.path, overlay_candidates, num_overlays)
       superseded = {pid for pid in patients if pid in owners} if overwrite else set()
@@ -238,9 +253,9 @@ def convert(
         shard_bytes=shard_bytes,
         runner=runner,
       )
-      atomic.write_json(os.path.join(staging.path, drops.MANIFEST), manifest)
+      atomic.write_json(storage.join(staging.path, drops.MANIFEST), manifest)
       report.drop = final_name
-      report.drop_path = os.path.join(output_dir, final_name)
+      report.drop_path = storage.join(output_dir, final_name)
       staging.publish(report.drop_path)
   except _NothingConverted:
     pass
@@ -323,6 +338,9 @@ def _free_drop_name(output_dir, drop, replacing):
   def taken(name):
     if replacing and name in complete:
       return False
+    if storage.is_remote(output_dir):
+      prefix = storage.join(output_dir, name)
+      return storage.isdir(prefix) and not drops.unfinished(prefix)
     return os.path.lexists(os.path.join(output_dir, name))
 
   candidate, suffix = drop, 2

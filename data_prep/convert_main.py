@@ -21,6 +21,7 @@ from data_prep import drops
 from data_prep import patient_conversion
 from data_prep import preprocessing
 from data_prep import sources
+from data_prep import storage
 from data_prep.errors import BadInputError
 
 _INPUT = flags.DEFINE_string(
@@ -111,7 +112,9 @@ _BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
 
 flags.mark_flags_as_required(["input"])
 flags.register_validator(
-  "input", lambda p: p is None or os.path.isdir(p), "--input must be an existing folder"
+  "input",
+  lambda p: p is None or storage.is_remote(p) or os.path.isdir(p),
+  "--input must be an existing folder (or an object-storage prefix, with --runner=beam)",
 )
 flags.register_validator("workers", lambda n: n >= 1, "--workers must be at least 1")
 flags.register_validator(

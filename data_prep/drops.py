@@ -3,13 +3,16 @@
 A drop is complete when it is a folder with a `manifest.json` and none of the
 staging suffixes. It is built under `<drop>.incomplete/` and renamed at the end, so a
 killed run leaves nothing a reader takes. Only folders carrying our marker file are
-ever deleted, so a user's own folder is never removed.
+ever deleted, so a user's own folder is never removed. On object storage (`RemoteStaging`)
+there is no rename: the drop is copied into place with its manifest last.
 """
 
 import fcntl
 import json
 import os
 import shutil
+
+from data_prep import storage
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.json"
@@ -30,6 +33,14 @@ def is_staging_name(name):
 
 def list_complete_drops(data_dir):
   """Sorted [(name, path)] of complete drops directly under `data_dir`."""
+  if storage.is_remote(data_dir):
+    manifests = storage.match(storage.join(data_dir, "*", MANIFEST))
+    names = sorted(path.rsplit("/", 2)[-2] for path in manifests)
+    return [
+      (name, storage.join(data_dir, name))
+      for name in names
+      if not name.startswith(".") and not is_staging_name(name)
+    ]
   if not os.path.isdir(data_dir):
     return []
   drops = []
@@ -45,8 +56,7 @@ def list_complete_drops(data_dir):
 
 
 def load_manifest(drop_path):
-  with open(os.path.join(drop_path, MANIFEST), encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(storage.read_bytes(storage.join(drop_path, MANIFEST)).decode("utf-8"))
 
 
 def patients_in_drops(data_dir):
@@ -125,6 +135,71 @@ class StagingFolder:
     return False
 
 
+class RemoteStaging:
+  """`<output_dir>/<name>.incomplete/` on object storage, where a drop cannot be renamed.
+
+  `publish` copies every staged object into `<output_dir>/<final>/` (server-side on GCS),
+  the manifest last: readers take a drop only once its manifest exists, so a publish cut
+  short leaves nothing they take, and the next run clears it (it carries our marker and no
+  manifest). Object stores have no locks: two runs writing one drop name at the same time
+  are the user's to avoid.
+  """
+
+  def __init__(self, output_dir, name):
+    self.path = storage.join(output_dir, name + INCOMPLETE_SUFFIX)
+
+  def __enter__(self):
+    clear_unfinished(self.path)
+    storage.write_bytes(storage.join(self.path, MARKER), b"staging prefix of brats-unet\n")
+    return self
+
+  def publish(self, final_path):
+    clear_unfinished(final_path)
+    storage.write_bytes(storage.join(final_path, MARKER), b"brats-unet drop being published\n")
+    manifest = storage.join(self.path, MANIFEST)
+    staged = [
+      path
+      for path in storage.list_objects(self.path)
+      if path != manifest and storage.basename(path) != MARKER
+    ]
+    for path in staged + [manifest]:  # the manifest last: from here on the drop is visible
+      storage.copy(path, final_path.rstrip("/") + path[len(self.path.rstrip("/")) :])
+    storage.delete([storage.join(final_path, MARKER)])
+    storage.delete_prefix(self.path)
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is not None:
+      clear_unfinished(self.path)
+    return False
+
+
+def unfinished(prefix):
+  """True when the remote `prefix` holds a staging or a cut-short publish of ours."""
+  objects = storage.list_objects(prefix)
+  names = {path[len(prefix.rstrip("/")) + 1 :] for path in objects}
+  return (
+    MARKER in names
+    and MANIFEST not in names
+    or (prefix.rstrip("/").endswith(INCOMPLETE_SUFFIX) and MARKER in names)
+  )
+
+
+def clear_unfinished(prefix):
+  """Deletes our unfinished objects under the remote `prefix`; refuses anyone else's."""
+  if not storage.list_objects(prefix):
+    return
+  if not unfinished(prefix):
+    raise DropError(f"{prefix}: exists but was not made by brats-unet; move it away")
+  storage.delete_prefix(prefix)
+
+
+def staging_folder(output_dir, name):
+  """Where a new drop named `name` grows: a locked local folder, or a remote prefix."""
+  if storage.is_remote(output_dir):
+    return RemoteStaging(output_dir, name)
+  return StagingFolder(output_dir, name)
+
+
 def mark_ours(path):
   """Marks a folder (a drop about to be retired) as safe for `remove_ours`."""
   with open(os.path.join(path, MARKER), "w", encoding="utf-8") as f:
@@ -132,8 +207,9 @@ def mark_ours(path):
 
 
 def recover(output_dir):
-  """Restores `<name>.retired` when `<name>` is missing; deletes it when `<name>` exists."""
-  if not os.path.isdir(output_dir):
+  """Restores `<name>.retired` when `<name>` is missing; deletes it when `<name>` exists.
+  (Only local dataset folders retire drops: --overwrite is refused on object storage.)"""
+  if storage.is_remote(output_dir) or not os.path.isdir(output_dir):
     return
   for entry in sorted(os.listdir(output_dir)):
     if not entry.endswith(RETIRED_SUFFIX):

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from data_prep import labels as labels_lib
+from data_prep import storage
 from data_prep.errors import BadInputError
 from data_prep.sources import H5_CHANNELS
 
@@ -44,8 +45,7 @@ class PatientVolume:
 def read_bytes(path):
   """Returns (bytes, sha256 hex); empty files are bad input."""
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    data = storage.read_bytes(path)
   except OSError as error:
     raise BadInputError(path, f"cannot be read ({error.strerror or error})") from None
   if not data:

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import re
 
+from data_prep import storage
 from data_prep.errors import BadInputError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -48,18 +49,10 @@ def kaggle_patient_id(volume_number):
   return f"BraTS20_Training_{volume_number:03d}"
 
 
-def _walk_files(root):
-  for directory, subdirs, names in os.walk(root, followlinks=True):  # symlinked cases count
-    subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-    for name in sorted(names):
-      if not name.startswith("."):
-        yield os.path.join(directory, name)
-
-
 def detect_format(input_path):
   """'h5' or 'nifti', from the files under `input_path`; raises BadInputError when unclear."""
   has_h5 = has_nifti = False
-  for path in _walk_files(input_path):
+  for path in storage.walk_files(input_path):
     has_h5 |= path.endswith(".h5")
     has_nifti |= path.endswith(_NIFTI_EXTENSIONS)
     if has_h5 and has_nifti:
@@ -77,14 +70,14 @@ def discover(input_path, input_format="auto"):
   Returns:
     (sources sorted by patient id, list of BadInputError for files that fit no patient).
   """
-  if not os.path.isdir(input_path):
+  if not storage.isdir(input_path):
     raise BadInputError(input_path, "is not a folder")
   if input_format == "auto":
     input_format = detect_format(input_path)
   if input_format == "h5":
-    return _h5_sources(_walk_files(input_path))
+    return _h5_sources(storage.walk_files(input_path))
   if input_format == "nifti":
-    return _nifti_sources(_walk_files(input_path))
+    return _nifti_sources(storage.walk_files(input_path))
   raise ValueError(f"unknown input format {input_format!r}")
 
 

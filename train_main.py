@@ -101,7 +101,9 @@ flags.DEFINE_float(
   "Fraction of tumour slices in training batches (default: as stored).",
 )
 flags.DEFINE_integer(
-  "shuffle_buffer", _D.shuffle_buffer, "Example shuffle buffer (default: the reader's, 4096)."
+  "shuffle_buffer",
+  _D.shuffle_buffer,
+  "Example shuffle buffer (default: the reader's, input_pipeline.reader.SHUFFLE_BUFFER).",
 )
 flags.DEFINE_integer("depth", _D.depth, "U-Net levels (poolings).")
 flags.DEFINE_integer("base_filters", _D.base_filters, "Filters of the first level.")

@@ -72,6 +72,9 @@ def _check_storage(input_path, output_dir, runner, overwrite):
   remote = [path for path in (input_path, output_dir) if storage.is_remote(path)]
   if remote and runner != "beam":
     raise drops.DropError(f"{remote[0]}: object storage needs --runner=beam")
+  for path in remote:
+    if any(c in path for c in storage.GLOB_CHARACTERS):
+      raise drops.DropError(f"{path}: object-storage paths may not hold {storage.GLOB_CHARACTERS}")
   if storage.is_remote(output_dir) and overwrite:
     raise drops.DropError(
       f"{output_dir}: --overwrite works on a local dataset folder only; convert into a new drop"
@@ -79,10 +82,16 @@ def _check_storage(input_path, output_dir, runner, overwrite):
 
 
 def validate_drop_name(name):
-  if not name or "/" in name or name.startswith(".") or drops.is_staging_name(name):
+  if (
+    not name
+    or "/" in name
+    or name.startswith(".")
+    or drops.is_staging_name(name)
+    or any(c in name for c in storage.GLOB_CHARACTERS)
+  ):
     raise drops.DropError(
-      f"--drop={name!r}: use a plain folder name without '/', a leading '.', "
-      f"or a {drops.INCOMPLETE_SUFFIX}/{drops.RETIRED_SUFFIX} suffix"
+      f"--drop={name!r}: use a plain folder name without '/', {storage.GLOB_CHARACTERS}, "
+      f"a leading '.', or a {drops.INCOMPLETE_SUFFIX}/{drops.RETIRED_SUFFIX} suffix"
     )
 
 
@@ -191,6 +200,7 @@ def convert(
   drop = drop or _default_drop_name(input_path)
   validate_drop_name(drop)
   _check_storage(input_path, output_dir, runner, overwrite)
+  drops.recover(output_dir)  # what a killed earlier run left half done
   if not storage.is_remote(output_dir):
     os.makedirs(output_dir, exist_ok=True)
   if input_format == "auto":

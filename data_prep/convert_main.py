@@ -149,7 +149,6 @@ def main(argv):
     context_slices=_CONTEXT_SLICES.value,
   )
   try:
-    drops.recover(_OUTPUT_DIR.value)
     report = convert.convert(
       _INPUT.value,
       _OUTPUT_DIR.value,

@@ -164,8 +164,8 @@ class RemoteStaging:
     ]
     for path in staged + [manifest]:  # the manifest last: from here on the drop is visible
       storage.copy(path, final_path.rstrip("/") + path[len(self.path.rstrip("/")) :])
-    storage.delete([storage.join(final_path, MARKER)])
-    storage.delete_prefix(self.path)
+    storage.delete_prefix(self.path, last=MARKER)
+    storage.delete([storage.join(final_path, MARKER)])  # `recover` finishes a cut-short tidy
 
   def __exit__(self, exc_type, exc, tb):
     if exc_type is not None:
@@ -177,11 +177,8 @@ def unfinished(prefix):
   """True when the remote `prefix` holds a staging or a cut-short publish of ours."""
   objects = storage.list_objects(prefix)
   names = {path[len(prefix.rstrip("/")) + 1 :] for path in objects}
-  return (
-    MARKER in names
-    and MANIFEST not in names
-    or (prefix.rstrip("/").endswith(INCOMPLETE_SUFFIX) and MARKER in names)
-  )
+  staging = prefix.rstrip("/").endswith(INCOMPLETE_SUFFIX)
+  return MARKER in names and (staging or MANIFEST not in names)
 
 
 def clear_unfinished(prefix):
@@ -190,7 +187,7 @@ def clear_unfinished(prefix):
     return
   if not unfinished(prefix):
     raise DropError(f"{prefix}: exists but was not made by brats-unet; move it away")
-  storage.delete_prefix(prefix)
+  storage.delete_prefix(prefix, last=MARKER)
 
 
 def staging_folder(output_dir, name):
@@ -208,8 +205,17 @@ def mark_ours(path):
 
 def recover(output_dir):
   """Restores `<name>.retired` when `<name>` is missing; deletes it when `<name>` exists.
-  (Only local dataset folders retire drops: --overwrite is refused on object storage.)"""
-  if storage.is_remote(output_dir) or not os.path.isdir(output_dir):
+  On object storage (no retired drops: --overwrite is refused there) it finishes the tidying
+  of a publish cut short after its manifest: the staging copy and the marker go."""
+  if storage.is_remote(output_dir):
+    for name, path in list_complete_drops(output_dir):
+      staging = storage.join(output_dir, name + INCOMPLETE_SUFFIX)
+      if storage.list_objects(staging) and unfinished(staging):
+        storage.delete_prefix(staging, last=MARKER)
+      if storage.exists(storage.join(path, MARKER)):
+        storage.delete([storage.join(path, MARKER)])
+    return
+  if not os.path.isdir(output_dir):
     return
   for entry in sorted(os.listdir(output_dir)):
     if not entry.endswith(RETIRED_SUFFIX):

@@ -11,6 +11,9 @@ import os
 import shutil
 
 
+GLOB_CHARACTERS = "*?[]"  # Beam's match reads them as patterns and cannot quote them
+
+
 def is_remote(path: str) -> bool:
   return "://" in path
 
@@ -117,6 +120,9 @@ def delete(paths: list) -> None:
       os.unlink(path)
 
 
-def delete_prefix(prefix: str) -> None:
-  """Deletes every object under the remote `prefix`."""
-  delete(list_objects(prefix))
+def delete_prefix(prefix: str, last: str | None = None) -> None:
+  """Deletes every object under the remote `prefix`; objects named `last` go last (a marker
+  that must outlive the rest, so a deletion cut short is still recognisable)."""
+  objects = list_objects(prefix)
+  delete([path for path in objects if basename(path) != last])
+  delete([path for path in objects if basename(path) == last])

@@ -151,3 +151,42 @@ def test_a_users_own_objects_are_never_deleted(gcs):
     with drops.RemoteStaging(f"{gcs}/mine", "d"):
       pass
   assert storage.read_bytes(f"{gcs}/mine/d.incomplete/notes.txt") == b"the user's"
+
+
+def test_a_tidy_cut_short_after_the_manifest_is_finished_by_recover(gcs, source):
+  output = f"{gcs}/tidy"
+  convert.convert(
+    f"{gcs}/source", output, options=OPTIONS, drop="d", runner="beam", beam_options=BEAM
+  )
+  published = storage.list_objects(output)
+  # What a run killed after copying the manifest leaves: staged objects (the marker, deleted
+  # last, among them) and the marker in the published drop.
+  storage.write_bytes(f"{output}/d.incomplete/{drops.MARKER}", b"")
+  storage.write_bytes(f"{output}/d.incomplete/fold-0-00000-of-00001.tfrecord", b"x")
+  storage.write_bytes(f"{output}/d/{drops.MARKER}", b"")
+  assert drops.list_complete_drops(output) == [("d", f"{output}/d")]  # readers take it
+  drops.recover(output)
+  assert storage.list_objects(output) == published
+
+
+def test_a_prefix_is_deleted_with_its_marker_last(gcs, monkeypatch):
+  for name in (drops.MARKER, "a.tfrecord", "z.json"):
+    storage.write_bytes(f"{gcs}/order/{name}", b"")
+  deleted = []
+  original_delete = storage.delete
+  monkeypatch.setattr(
+    storage, "delete", lambda paths: (deleted.extend(paths), original_delete(paths))
+  )
+  storage.delete_prefix(f"{gcs}/order", last=drops.MARKER)
+  assert [storage.basename(path) for path in deleted] == ["a.tfrecord", "z.json", drops.MARKER]
+
+
+@pytest.mark.parametrize("drop", ["a*", "b?", "c[1]"])
+def test_drop_names_that_are_patterns_are_refused(drop):
+  with pytest.raises(drops.DropError, match="plain folder name"):
+    convert.validate_drop_name(drop)
+
+
+def test_object_storage_paths_that_are_patterns_are_refused(gcs):
+  with pytest.raises(drops.DropError, match="may not hold"):
+    convert.convert(f"{gcs}/source", f"{gcs}/out[1]", runner="beam", beam_options=BEAM)

@@ -224,7 +224,9 @@ class Run:
         tumor_fraction=config.tumor_fraction,
         seed=config.seed,
         deterministic=config.deterministic,
-        shuffle_buffer=config.shuffle_buffer or reader.SHUFFLE_BUFFER,
+        shuffle_buffer=(
+          reader.SHUFFLE_BUFFER if config.shuffle_buffer is None else config.shuffle_buffer
+        ),
       )
     )
 

@@ -53,7 +53,8 @@ def _train(fold, run_dir, train_args):
   os.makedirs(run_dir, exist_ok=True)
   command = [
     sys.executable,
-    "train_main.py",
+    "-m",
+    "train_main",
     f"--flagfile={_TRAIN_FLAGFILE.value}",
     f"--data_dir={_DATA_DIR.value}",
     f"--model_dir={run_dir}",

@@ -350,7 +350,8 @@ def _free_drop_name(output_dir, drop, replacing):
       return False
     if storage.is_remote(output_dir):
       prefix = storage.join(output_dir, name)
-      return storage.isdir(prefix) and not drops.unfinished(prefix)
+      objects = storage.list_objects(prefix)
+      return bool(objects) and not drops.unfinished(prefix, objects)
     return os.path.lexists(os.path.join(output_dir, name))
 
   candidate, suffix = drop, 2

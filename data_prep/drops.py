@@ -157,14 +157,11 @@ class RemoteStaging:
     clear_unfinished(final_path)
     storage.write_bytes(storage.join(final_path, MARKER), b"brats-unet drop being published\n")
     manifest = storage.join(self.path, MANIFEST)
-    staged = [
-      path
-      for path in storage.list_objects(self.path)
-      if path != manifest and storage.basename(path) != MARKER
-    ]
-    for path in staged + [manifest]:  # the manifest last: from here on the drop is visible
+    staged = storage.list_objects(self.path)
+    copies = [path for path in staged if path != manifest and storage.basename(path) != MARKER]
+    for path in copies + [manifest]:  # the manifest last: from here on the drop is visible
       storage.copy(path, final_path.rstrip("/") + path[len(self.path.rstrip("/")) :])
-    storage.delete_prefix(self.path, last=MARKER)
+    storage.delete_all(staged, last=MARKER)
     storage.delete([storage.join(final_path, MARKER)])  # `recover` finishes a cut-short tidy
 
   def __exit__(self, exc_type, exc, tb):
@@ -173,9 +170,9 @@ class RemoteStaging:
     return False
 
 
-def unfinished(prefix):
-  """True when the remote `prefix` holds a staging or a cut-short publish of ours."""
-  objects = storage.list_objects(prefix)
+def unfinished(prefix, objects):
+  """True when `objects`, listed under the remote `prefix`, are a staging or a cut-short
+  publish of ours."""
   names = {path[len(prefix.rstrip("/")) + 1 :] for path in objects}
   staging = prefix.rstrip("/").endswith(INCOMPLETE_SUFFIX)
   return MARKER in names and (staging or MANIFEST not in names)
@@ -183,11 +180,12 @@ def unfinished(prefix):
 
 def clear_unfinished(prefix):
   """Deletes our unfinished objects under the remote `prefix`; refuses anyone else's."""
-  if not storage.list_objects(prefix):
+  objects = storage.list_objects(prefix)
+  if not objects:
     return
-  if not unfinished(prefix):
+  if not unfinished(prefix, objects):
     raise DropError(f"{prefix}: exists but was not made by brats-unet; move it away")
-  storage.delete_prefix(prefix, last=MARKER)
+  storage.delete_all(objects, last=MARKER)
 
 
 def staging_folder(output_dir, name):
@@ -210,8 +208,9 @@ def recover(output_dir):
   if storage.is_remote(output_dir):
     for name, path in list_complete_drops(output_dir):
       staging = storage.join(output_dir, name + INCOMPLETE_SUFFIX)
-      if storage.list_objects(staging) and unfinished(staging):
-        storage.delete_prefix(staging, last=MARKER)
+      objects = storage.list_objects(staging)
+      if objects and unfinished(staging, objects):
+        storage.delete_all(objects, last=MARKER)
       if storage.exists(storage.join(path, MARKER)):
         storage.delete([storage.join(path, MARKER)])
     return

@@ -120,9 +120,13 @@ def delete(paths: list) -> None:
       os.unlink(path)
 
 
-def delete_prefix(prefix: str, last: str | None = None) -> None:
-  """Deletes every object under the remote `prefix`; objects named `last` go last (a marker
-  that must outlive the rest, so a deletion cut short is still recognisable)."""
-  objects = list_objects(prefix)
+def delete_all(objects: list, last: str | None = None) -> None:
+  """Deletes `objects`; those named `last` go last (a marker that must outlive the rest, so
+  a deletion cut short is still recognisable)."""
   delete([path for path in objects if basename(path) != last])
   delete([path for path in objects if basename(path) == last])
+
+
+def delete_prefix(prefix: str, last: str | None = None) -> None:
+  """Deletes every object under the remote `prefix` (`last` as in `delete_all`)."""
+  delete_all(list_objects(prefix), last)

@@ -23,7 +23,7 @@ from model import losses
 from model import metrics as metrics_lib
 from model import unet
 from training import callbacks as callbacks_lib
-from training.config import TrainConfig  # noqa: F401  (the trainer's input)
+from training.config import TrainConfig
 from training import curves
 from training import distribution
 from training import fine_tune

@@ -12,6 +12,7 @@ disk by TensorFlow and then uploaded through Beam's file systems.
 Only imported with --runner=beam; Apache Beam is the optional extra `.[beam]`.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -68,8 +69,10 @@ def _write_shard(keyed, staging_path, plan):
   records = sorted(records, key=lambda r: (r[0], r[1]))
   name = shard_writer.shard_name(fold, index, plan["counts"][fold])
   remote = storage.is_remote(staging_path)
-  with tempfile.TemporaryDirectory() as local_dir:
-    path = os.path.join(local_dir if remote else staging_path, name)
+  # On object storage the shard is written to local disk first, then uploaded.
+  writing_dir = tempfile.TemporaryDirectory() if remote else contextlib.nullcontext(staging_path)
+  with writing_dir as directory:
+    path = os.path.join(directory, name)
     patients = {}
     with tf.io.TFRecordWriter(path + ".partial") as writer:
       for _, _, patient_id, record in records:

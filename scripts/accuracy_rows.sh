@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
+# ../shared/data/brats2018. Each is resumable: rerunning this script skips finished rows and
+# folds, and resumes a fold at its last finished epoch. Usage, from the repository root:
+#   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
+set -u
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+E=${EXP_DIR:-runs/accuracy}; mkdir -p "$E"
+while pgrep -f "cross_validate_main.py --data_dir=$E/d_ctx1_4mod" >/dev/null; do sleep 60; done
+row() {  # row NAME DATA_DIR DESCRIPTION [extra cross_validate flags...]
+  local name=$1 data=$2 desc=$3; shift 3
+  if [ -f "$E/$name/summary.md" ] && [ -z "${FORCE:-}" ]; then echo "$(date) $name: done"; return; fi
+  echo "$(date) $name: start"
+  $PY cross_validate_main.py --data_dir="$data" --output_dir="$E/$name" --folds=4,0,3 --stress=all \
+    --description="$desc" "$@" >> "$E/$name.log" 2>&1
+  echo "$(date) $name: exit $?"
+}
+drop() {  # drop DIR converter-flags...
+  local dir=$1; shift
+  [ -d "$dir/brats2018" ] || $PY -m data_prep.convert_main --input=../shared/data/brats2018 \
+    --output_dir="$dir" --workers=2 --noprogress "$@" >> "$E/convert.log" 2>&1
+}
+drop $E/d_ctx1_4mod --context_slices=1 --modalities=flair,t1,t1ce,t2
+row cv_4mod $E/d_ctx1_4mod "Four modalities (flair,t1,t1ce,t2), whole tumour, configs/cpu.flags defaults"
+drop $E/d_ctx1 --context_slices=1
+drop $E/d_ctx0 --context_slices=0
+row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else the candidate"
+row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \
+  --train_args=--nosite_augmentation
+drop $E/d_nocrop --context_slices=1 --crop=none
+row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
+drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
+row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
+echo "$(date) queue: finished"

@@ -7,7 +7,7 @@ bad inputs come back through small JSON files in the drop's staging folder; the 
 (convert.py) then writes manifest.json and errors.json and publishes the drop, exactly as
 for the local runner. The staging folder must be visible to every worker: a shared file
 system, or object storage (`gs://...`), where each shard is written to the worker's local
-disk by TensorFlow and then uploaded through Beam's file systems.
+disk and then uploaded through Beam's file systems.
 
 Only imported with --runner=beam; Apache Beam is the optional extra `.[beam]`.
 """
@@ -23,6 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from data_prep import atomic
 from data_prep import patient_conversion
 from data_prep import shard_plan
+from data_prep import shard_writer
+from data_prep import tfrecord_framing
 from data_prep import storage
 from data_prep.errors import BadInputError
 
@@ -62,9 +64,6 @@ def _keyed_records(result, plan, order):
 
 def _write_shard(keyed, staging_path, plan):
   """Writes one shard, records in conversion order; returns its manifest entry."""
-  import tensorflow as tf  # only shard-writing workers need it
-  from data_prep import shard_writer
-
   (fold, index), records = keyed
   records = sorted(records, key=lambda r: (r[0], r[1]))
   name = shard_writer.shard_name(fold, index, plan["counts"][fold])
@@ -74,7 +73,7 @@ def _write_shard(keyed, staging_path, plan):
   with writing_dir as directory:
     path = os.path.join(directory, name)
     patients = {}
-    with tf.io.TFRecordWriter(path + ".partial") as writer:
+    with tfrecord_framing.TFRecordFile(path + ".partial") as writer:
       for _, _, patient_id, record in records:
         writer.write(record)
         patients[patient_id] = patients.get(patient_id, 0) + 1

@@ -4,6 +4,7 @@ Library code: takes explicit arguments, reads no flags. The per-patient work is
 `patient_conversion.convert_patient`; this module only schedules it and writes.
 """
 
+import contextlib
 import dataclasses
 import functools
 import multiprocessing
@@ -18,8 +19,11 @@ from data_prep import drops
 from data_prep import folds
 from data_prep import overlays as overlays_lib
 from data_prep import patient_conversion
+from data_prep import shard_writer
 from data_prep import sources as sources_lib
 from data_prep import storage
+from data_prep import tfrecord_framing
+from data_prep import worker_threads
 
 SCHEMA_VERSION = 1
 DEFAULT_SHARD_BYTES = 128 << 20
@@ -42,6 +46,12 @@ class ConversionReport:
   superseded: dict = dataclasses.field(default_factory=dict)  # old drop -> patients taken out
   seconds: float = 0.0
   started: float = 0.0
+  stages: dict = dataclasses.field(default_factory=dict)  # stage -> seconds, in order
+
+  def lap(self, stage):
+    """Ends `stage` now: its seconds are the time since the previous stage ended."""
+    now = time.time()
+    self.stages[stage] = round(now - self.started - sum(self.stages.values()), 3)
 
   @property
   def nothing_done(self):
@@ -56,6 +66,9 @@ class ConversionReport:
       f"tumour), skipped {len(self.skipped)} already converted, {len(self.bad)} bad inputs, "
       f"{self.seconds:.1f} s, {rate:.1f} slices/s{where}"
     )
+
+  def time_split(self):
+    return "time split: " + ", ".join(f"{stage} {sec:.1f} s" for stage, sec in self.stages.items())
 
 
 def _print_bad(error):
@@ -95,15 +108,51 @@ def validate_drop_name(name):
     )
 
 
-def _results(sources, options, workers):
-  """Yields PatientResults in source order; a process pool when workers > 1."""
-  work = functools.partial(patient_conversion.convert_patient, options=options)
+def _results(sources, options, workers, spill_dir):
+  """Yields PatientResults in source order; a process pool when workers > 1.
+
+  Pool workers write their examples framed to a file under `spill_dir` and return the
+  rest: sending 50 KB per slice through a pipe, and unpickling it in the one writing
+  process, was the serial part of a conversion.
+  """
   if workers <= 1 or len(sources) <= 1:
-    yield from map(work, sources)
+    yield from (patient_conversion.convert_patient(source, options) for source in sources)
     return
-  # spawn, not fork: the parent may have TensorFlow's threads running.
-  with multiprocessing.get_context("spawn").Pool(min(workers, len(sources))) as pool:
-    yield from pool.imap(work, sources, chunksize=1)
+  os.makedirs(spill_dir, exist_ok=True)
+  work = functools.partial(_convert_to_file, options=options, spill_dir=spill_dir)
+  # spawn, not fork: a library caller may have threads running (TensorFlow's, say).
+  with _environment(worker_threads.VARIABLES):  # read by the workers as they start
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(sources)))
+  with pool:
+    yield from pool.imap(work, enumerate(sources), chunksize=1)
+
+
+def _convert_to_file(numbered_source, options, spill_dir):
+  """A pool worker's job: convert one patient, write its examples framed to a file."""
+  number, source = numbered_source
+  result = patient_conversion.convert_patient(source, options)
+  if result.examples:
+    result.records_file = os.path.join(spill_dir, f"{number:06d}.records")
+    with tfrecord_framing.TFRecordFile(result.records_file) as records:
+      for example in result.examples:
+        records.write(example)
+    result.record_sizes = [len(example) for example in result.examples]
+    result.examples = []
+  return result
+
+
+@contextlib.contextmanager
+def _environment(variables):
+  saved = {name: os.environ.get(name) for name in variables}
+  os.environ.update(variables)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name)
+      else:
+        os.environ[name] = value
 
 
 def _manifest(
@@ -209,6 +258,7 @@ def convert(
   found, discovery_errors = sources_lib.discover(storage.absolute(input_path), input_format)
   for error in discovery_errors:
     _record_bad(report, error, strict)
+  report.lap("discover")
 
   owners = drops.patients_in_drops(output_dir)
   if not overwrite:
@@ -241,6 +291,7 @@ def convert(
         )
       if not patients:
         raise _NothingConverted()
+      report.lap("convert and write shards")
 
       label_scheme = sorted({source.label_scheme for source in found})
       atomic.write_json(
@@ -267,6 +318,7 @@ def convert(
       report.drop = final_name
       report.drop_path = storage.join(output_dir, final_name)
       staging.publish(report.drop_path)
+    report.lap("manifest, overlays, publish")
   except _NothingConverted:
     pass
   report.seconds = time.time() - report.started
@@ -277,9 +329,10 @@ def _convert_locally(
   found, options, workers, staging_path, shard_bytes, report, strict, progress, num_overlays
 ):
   """The process-pool runner: patients in source order, shards written as results arrive."""
-  writer = _shard_writer(staging_path, shard_bytes)
+  writer = shard_writer.FoldShardWriter(staging_path, shard_bytes)
   patients, overlay_candidates = {}, []
-  results = _results(found, options, workers)
+  spill_dir = os.path.join(staging_path, ".examples")  # leaves with the staging folder
+  results = _results(found, options, workers, spill_dir)
   for result in tqdm.tqdm(
     _closing(results),
     total=len(found),
@@ -295,14 +348,19 @@ def _convert_locally(
     if result.error is not None:
       _record_bad(report, result.error, strict)
       continue
+    if result.records_file:
+      writer.write_framed(result.fold, result.patient_id, result.records_file, result.record_sizes)
+      os.remove(result.records_file)
     for record in result.examples:
       writer.write(result.fold, result.patient_id, record)
     patients[result.patient_id] = result.manifest_entry()
     report.patients += 1
-    report.slices += len(result.examples)
+    report.slices += len(result.slice_indices)
     report.tumor_slices += result.tumor_slices
     if len(overlay_candidates) < num_overlays:
       overlay_candidates.append((result.patient_id, result.overlays))
+  if os.path.isdir(spill_dir):
+    os.rmdir(spill_dir)
   return patients, writer.close(), overlay_candidates
 
 
@@ -329,12 +387,6 @@ def _record_warning(report, warning):
   """Input that converts but looks unlike the release: the user should know which file."""
   report.warnings.append(warning)
   tqdm.tqdm.write(f"warning: {warning}", file=sys.stderr)
-
-
-def _shard_writer(directory, shard_bytes):
-  from data_prep import shard_writer  # imports TensorFlow; only the writing process needs it
-
-  return shard_writer.FoldShardWriter(directory, shard_bytes)
 
 
 def _free_drop_name(output_dir, drop, replacing):
@@ -380,7 +432,9 @@ def _write_overlays(drop_path, candidates, count):
 
 def _retire_superseded(output_dir, owners, superseded, shard_bytes):
   """Takes re-converted patients out of the older drops that held them (--overwrite)."""
-  from data_prep import drop_rewrite  # imports TensorFlow
+  if not superseded:
+    return {}
+  from data_prep import drop_rewrite  # reads shards with TensorFlow; only --overwrite needs it
 
   by_drop = {}
   for patient_id in sorted(superseded):

@@ -9,8 +9,12 @@ Exit status: 0 when something was converted (or everything was converted before)
 
 import os
 import sys
+import time
+
+from data_prep import worker_threads  # no numpy: its limits must be set before numpy loads
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.update(worker_threads.VARIABLES)
 
 from absl import app
 from absl import flags
@@ -186,9 +190,24 @@ def main(argv):
     print(f"{len(report.bad)} bad inputs:", file=sys.stderr)
     for error in report.bad:
       print(f"  {error}", file=sys.stderr)
+  if report.stages:
+    start_up = report.started - _process_started()
+    print(f"{report.time_split()}; Python start-up and imports before that {start_up:.1f} s")
   print(report.summary())
   if report.nothing_done:
     sys.exit("error: nothing could be converted")
+
+
+def _process_started():
+  """When this process started, from Linux's /proc; now elsewhere (start-up then reads 0)."""
+  try:
+    with open("/proc/self/stat") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    return time.time()
+  return time.time() - uptime + start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run():

@@ -62,11 +62,14 @@ class PatientResult:
   error: BadInputError | None = None
   warnings: list = dataclasses.field(default_factory=list)  # "<file>: <reason>", converted anyway
   overlays: list = dataclasses.field(default_factory=list)  # [(image [H, W], labels, slice_index)]
+  # Set instead of `examples` when a worker process wrote them framed to a file (convert.py).
+  records_file: str | None = None
+  record_sizes: list = dataclasses.field(default_factory=list)
 
   def manifest_entry(self):
     return {
       "fold": self.fold,
-      "slices": len(self.examples),
+      "slices": len(self.slice_indices),
       "tumor_slices": self.tumor_slices,
       "slice_indices": [int(k) for k in self.slice_indices],
       "source_shape": list(self.source_shape),

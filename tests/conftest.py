@@ -10,6 +10,12 @@ import pytest
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the mains do: docs/benchmarks.md
 
+from data_prep import worker_threads  # pylint: disable=wrong-import-position
+
+# numpy computes as the converter's workers do: the resize's float sums depend on the number
+# of BLAS threads, so an in-process conversion matches a pooled one bit for bit only so.
+os.environ.update(worker_threads.VARIABLES)
+
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from data_prep import convert  # pylint: disable=wrong-import-position

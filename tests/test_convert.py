@@ -272,12 +272,14 @@ def test_cli_prints_a_summary_and_writes_overlays(synthetic_sources, tmp_path):
   assert "Traceback" not in result.stderr
 
 
-def test_the_local_runner_never_imports_beam(synthetic_sources, tmp_path):
+def test_the_local_runner_imports_neither_beam_nor_tensorflow(synthetic_sources, tmp_path):
+  """TensorFlow's import is seconds of serial start-up; the converter writes shards without it."""
   code = (
     "import sys; from data_prep import convert, patient_conversion; "
     f"convert.convert({str(synthetic_sources / 'nifti')!r}, {str(tmp_path)!r}, workers=2, "
     "options=patient_conversion.ConversionOptions(image_size=32), progress=False); "
-    "assert 'apache_beam' not in sys.modules, 'beam imported'; print('ok')"
+    "assert 'apache_beam' not in sys.modules, 'beam imported'; "
+    "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print('ok')"
   )
   result = subprocess.run(
     [sys.executable, "-c", code],

@@ -73,12 +73,12 @@ def _train(fold, run_dir, train_args):
   with open(os.path.join(run_dir, "history.csv"), encoding="utf-8") as f:
     epochs = max(0, len(f.read().strip().splitlines()) - 1)
   from data_prep import atomic
-  from training import run_info
+  from data_prep import machine
 
   info = {
     "seconds": round(time.time() - start, 1),
     "epochs": epochs,
-    "cpu": run_info.cpu_model(),
+    "cpu": machine.cpu_model(),
     "command": command[1:],
   }
   atomic.write_json(done, info)

@@ -18,6 +18,7 @@ from absl import flags
 
 from data_prep import convert
 from data_prep import drops
+from data_prep import machine
 from data_prep import patient_conversion
 
 _INPUT = flags.DEFINE_string("input", None, "Source folder (Kaggle h5 slices or NIfTI cases).")
@@ -74,6 +75,7 @@ def main(argv):
       "image_size": _IMAGE_SIZE.value,
       "image_dtype": options.image_dtype,
       "bad_inputs": len(report.bad),
+      "stage_seconds": report.stages,
     }
     results.append(line)
     print(json.dumps(line), flush=True)
@@ -87,6 +89,7 @@ def main(argv):
         "speedup_vs_first": {_label(r): round(r["slices_per_sec"] / base, 2) for r in results},
         "bytes_per_slice": results[0]["bytes_per_slice"],
         "cpus": os.cpu_count(),
+        "cpu": machine.cpu_model(),
       }
     )
   )

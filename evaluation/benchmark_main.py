@@ -81,7 +81,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from data_prep import sources
   from evaluation import inference
-  from training import run_info
+  from data_prep import machine
 
   members = inference.load_members(_MODEL_DIR.value)
   rules = inference.read_rules(_MODEL_DIR.value[0])
@@ -109,7 +109,7 @@ def main(argv):
     "benchmark": "predict_summary",
     "cases": len(rows),
     "members": len(members),
-    "cpu": run_info.cpu_model(),
+    "cpu": machine.cpu_model(),
     "batch_size": _BATCH_SIZE.value,
   }
   for key in (

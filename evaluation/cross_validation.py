@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from data_prep import atomic
+from data_prep import machine
 from evaluation import evaluate
 from evaluation import inference
 from evaluation import postprocess
 from evaluation import volume_metrics
 from input_pipeline import decode
-from training import run_info
 
 SCORES = "cv_scores.json"
 PLAIN, TTA = "plain", "tta"
@@ -233,7 +233,7 @@ def summarize(
     "region": region,
     "rules": rules.to_json(),
     "patients": len(patients),
-    "cpu": run_info.cpu_model(),
+    "cpu": machine.cpu_model(),
     "folds": fold_info,
     "dice": {v: _stats(list(by[v].values())) for v in variants},
     "hd95_mm_final": _stats(list(hd95.values())) if hd95 else None,

@@ -191,6 +191,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   import tensorflow as tf
+  from data_prep import machine
   from input_pipeline import augment
   from input_pipeline import manifests
   from input_pipeline import reader
@@ -310,6 +311,7 @@ def main(argv):
         "rounds": _ROUNDS.value,
         "examples_in_data": layout.num_examples,
         "cpus": os.cpu_count(),
+        "cpu": machine.cpu_model(),
         **common,
       }
     )

@@ -14,24 +14,11 @@ import sys
 from absl import logging
 
 from data_prep import atomic
+from data_prep import machine
 
 RUN_INFO = "run_info.json"
 LOG_FILE = "run.log"  # not train.log: cross_validate_main.py writes that from stdout
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_model():
-  """CPU name and vector width: the same training runs several times slower without AVX-512
-  (docs/benchmarks.md)."""
-  name, flags = platform.processor() or "unknown CPU", ""
-  if os.path.isfile("/proc/cpuinfo"):
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      lines = f.read().splitlines()
-    name = next(
-      (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name
-    )
-    flags = next((line for line in lines if line.startswith("flags")), "")
-  return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"
 
 
 def _git(*args):
@@ -70,7 +57,7 @@ def collect():
     "numpy": np.__version__,
     "git": git_state(),
     "devices": [{"name": d.name, "type": d.device_type} for d in tf.config.list_logical_devices()],
-    "cpu": cpu_model(),
+    "cpu": machine.cpu_model(),
     "host": platform.node(),
     "platform": platform.platform(),
   }

@@ -71,17 +71,34 @@ def brain_mask(image):
   Returns:
     bool [S, H, W].
   """
-  background = image.min(axis=(1, 2), keepdims=True)
-  return (image > background).any(axis=-1)
+  brain = np.zeros(image.shape[:3], bool)
+  for channel in np.moveaxis(image, -1, 0):  # one channel at a time: 5x faster than at once
+    brain |= channel > channel.min(axis=(1, 2), keepdims=True)
+  return brain
 
 
 def _zscore(values, brain, axes):
-  """z-scores `values` with statistics over `brain` voxels, reduced over `axes`."""
-  weights = brain[..., None].astype(np.float32)
-  count = np.maximum(weights.sum(axis=axes, keepdims=True), 1.0)
-  mean = (values * weights).sum(axis=axes, keepdims=True) / count
-  var = (np.square(values - mean) * weights).sum(axis=axes, keepdims=True) / count
-  return (values - mean) / np.maximum(np.sqrt(var), _MIN_STD)
+  """z-scores `values` (float32, ours to change) in place, with each channel's mean and std
+  over the `brain` voxels of the volume (axes (0, 1, 2)) or of each slice (axes (1, 2))."""
+  if axes == (0, 1, 2):
+    # Only the brain voxels are read for the statistics (a fifth of a BraTS volume), and the
+    # volume is changed in place: a four-modality volume is 140 MB, and every temporary of
+    # that size cost more in fresh pages than in arithmetic.
+    voxels = values[brain]  # [N, C]
+    if not len(voxels):
+      return values
+    mean = voxels.mean(axis=0, dtype=np.float64)
+    std = np.sqrt(np.square(voxels - mean.astype(np.float32)).mean(axis=0, dtype=np.float64))
+  else:
+    pixels = values.reshape(values.shape[0], -1, values.shape[-1])  # [S, H*W, C]
+    weights = brain.reshape(brain.shape[0], 1, -1).astype(np.float32)  # [S, 1, H*W]
+    count = np.maximum(weights.sum(axis=2), 1.0)  # [S, 1]
+    mean = (weights @ pixels)[:, 0] / count  # [S, C]
+    std = np.sqrt((weights @ np.square(pixels - mean[:, None]))[:, 0] / count)
+    mean, std = mean[:, None, None], std[:, None, None]
+  values -= mean.astype(np.float32)
+  values /= np.maximum(std, _MIN_STD).astype(np.float32)
+  return values
 
 
 def _robust_scale(values, brain, axes):
@@ -116,13 +133,14 @@ def normalize(image, brain, normalization):
   if normalization.method == "robust_brain":
     normalized = _robust_scale(image.astype(np.float32), brain, axes)
   elif normalization.method == "zscore_brain":
-    normalized = _zscore(image.astype(np.float32), brain, axes)
+    normalized = _zscore(image.astype(np.float32), brain, axes)  # a copy: changed in place
   else:
     raise ValueError(
       f"unknown normalization {normalization.method!r}; expected one of {NORMALIZATION_METHODS}"
     )
-  normalized = np.clip(normalized, -normalization.clip, normalization.clip)
-  return np.where(brain[..., None], normalized, 0.0).astype(np.float32)
+  np.clip(normalized, -normalization.clip, normalization.clip, out=normalized)
+  normalized[~brain] = 0.0
+  return normalized
 
 
 @functools.lru_cache(maxsize=16)
@@ -255,7 +273,7 @@ def preprocess_volume(image, labels, *, image_size, normalization, crop="none", 
   Returns:
     `PreprocessedSlices` with only the slices that contain brain.
   """
-  image = np.asarray(image, dtype=np.float32)
+  image = np.ascontiguousarray(image, dtype=np.float32)  # a strided view made each step 3x slower
   brain = brain_mask(image)
   keep = np.flatnonzero(brain.any(axis=(1, 2)))
   box = crop_box(brain, crop)

@@ -97,16 +97,21 @@ def read_nifti_patient(source, modalities, *, require_labels=True):
     raise BadInputError(
       some_file.rsplit("/", 1)[0], f"{source.patient_id} has no {', '.join(missing)} file"
     )
-  channels, source_files, reference = [], [], None
-  for modality in modalities:
+  volume, source_files, reference = None, [], None
+  for channel, modality in enumerate(modalities):
     path = files[modality]
     image, array, digest = load_nifti(path)
     _check_finite(array, path)
     if reference is None:
       reference = (path, array.shape, image)
+      # [D, H, W, C], C-contiguous: every later step reads the volume whole, and on the
+      # strided view the earlier code kept they all ran 2-3x slower.
+      volume = np.empty(
+        (array.shape[2], array.shape[0], array.shape[1], len(modalities)), np.float32
+      )
     elif array.shape != reference[1]:
       raise BadInputError(path, f"shape {array.shape} differs from {reference[0]} {reference[1]}")
-    channels.append(array.astype(np.float32))
+    volume[..., channel] = np.transpose(array, (2, 0, 1))
     source_files.append({"path": path, "sha256": digest})
 
   label_map = None
@@ -115,16 +120,17 @@ def read_nifti_patient(source, modalities, *, require_labels=True):
     _, seg, digest = load_nifti(path)
     if seg.shape != reference[1]:
       raise BadInputError(path, f"label shape {seg.shape} differs from image {reference[1]}")
-    label_map = np.transpose(labels_lib.unify_labels(seg, source.label_scheme, path), (2, 0, 1))
+    label_map = np.ascontiguousarray(
+      np.transpose(labels_lib.unify_labels(seg, source.label_scheme, path), (2, 0, 1))
+    )
     source_files.append({"path": path, "sha256": digest})
 
-  image = np.transpose(np.stack(channels, axis=-1), (2, 0, 1, 3))  # [H,W,D,C] -> [D,H,W,C]
   nifti = reference[2]
   return PatientVolume(
     patient_id=source.patient_id,
-    image=image,
+    image=volume,
     labels=label_map,
-    slice_indices=np.arange(image.shape[0], dtype=np.int64),
+    slice_indices=np.arange(volume.shape[0], dtype=np.int64),
     spacing_mm=tuple(float(z) for z in nifti.header.get_zooms()[:3]),
     source_files=source_files,
     bad_files=[],

@@ -290,3 +290,33 @@ def test_the_local_runner_imports_neither_beam_nor_tensorflow(synthetic_sources,
     timeout=300,
   )
   assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_framed_records_from_a_workers_file_make_the_same_shards(
+  tmp_path, monkeypatch, kernel_copy
+):
+  """Pool workers hand over their examples framed in a file; the writer copies byte ranges
+  (in the kernel, or by reading where os.copy_file_range is missing) into the same shards."""
+  from data_prep import shard_writer
+  from data_prep import tfrecord_framing
+
+  if not kernel_copy:
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+  records = [bytes([k]) * (100 + 37 * k) for k in range(12)]
+  spill = tmp_path / "patient.records"
+  with tfrecord_framing.TFRecordFile(spill) as f:
+    for record in records:
+      f.write(record)
+  for name, write in (
+    ("direct", lambda w: [w.write(1, "p", r) for r in records]),
+    ("framed", lambda w: w.write_framed(1, "p", str(spill), [len(r) for r in records])),
+  ):
+    (tmp_path / name).mkdir()
+    writer = shard_writer.FoldShardWriter(str(tmp_path / name), shard_bytes=1000)
+    write(writer)
+    writer.close()
+  names = sorted(os.listdir(tmp_path / "direct"))
+  assert len(names) > 1 and names == sorted(os.listdir(tmp_path / "framed"))
+  for name in names:
+    assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "framed" / name).read_bytes()

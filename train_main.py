@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from data_prep import labels
 from model import config as model_config
 from training import config
 
@@ -35,7 +36,7 @@ flags.DEFINE_string(
   "Validate on every drop of this folder instead of a fold (then every fold of --data_dir trains).",
 )
 flags.DEFINE_enum(
-  "task", _D.task, config.TASKS, "whole_tumor: 1 output (label > 0); regions: WT, TC, ET."
+  "task", _D.task, labels.TASKS, "whole_tumor: 1 output (label > 0); regions: WT, TC, ET."
 )
 flags.DEFINE_enum("loss", _D.loss, model_config.LOSS_NAMES, "Training loss.")
 _REGION_WEIGHTS = flags.DEFINE_list(

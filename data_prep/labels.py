@@ -13,6 +13,14 @@ BACKGROUND, NECROTIC_CORE, EDEMA, ENHANCING = 0, 1, 2, 3
 UNIFIED_LABELS = (BACKGROUND, NECROTIC_CORE, EDEMA, ENHANCING)
 LABEL_NAMES = {0: "background", 1: "necrotic_core", 2: "edema", 3: "enhancing"}
 
+# What a model is trained to segment (the BraTS regions, each a union of unified labels:
+# whole tumour {1, 2, 3}, tumour core {1, 3}, enhancing tumour {3}).
+REGION_NAMES = {
+  "whole_tumor": ("whole_tumor",),
+  "regions": ("whole_tumor", "tumor_core", "enhancing_tumor"),
+}
+TASKS = tuple(REGION_NAMES)
+
 # Source scheme name -> {source label: unified label}.
 SCHEMES = {
   "brats2018": {0: 0, 1: 1, 2: 2, 4: 3},  # 2018-2021 releases

@@ -7,12 +7,8 @@ so each step can be tested alone (STYLE.md: Model Garden's decoder/parser split)
 import tensorflow as tf
 
 from data_prep import tfrecord_schema
-
-TASKS = ("whole_tumor", "regions")
-REGION_NAMES = {
-  "whole_tumor": ("whole_tumor",),
-  "regions": ("whole_tumor", "tumor_core", "enhancing_tumor"),
-}
+from data_prep.labels import REGION_NAMES
+from data_prep.labels import TASKS
 
 
 def num_targets(task: str) -> int:

@@ -9,7 +9,6 @@ from model.config import UNetConfig
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-TASKS = ("whole_tumor", "regions")
 LR_SCHEDULES = ("plateau", "cosine")
 CHECKPOINTS = ("best", "last")
 

@@ -122,19 +122,20 @@ def _robust_scale(values, brain, axes):
   return centred
 
 
-def normalize(image, brain, normalization):
+def normalize(image, brain, normalization, *, in_place=False):
   """Brain voxels per channel to z-score units (mean/std or median/IQR), background 0, clipped.
 
   Args:
     image: float32 [S, H, W, C].
     brain: bool [S, H, W].
     normalization: a `Normalization`.
+    in_place: `image` (float32) may be overwritten, which saves a copy of the volume.
   """
   axes = (0, 1, 2) if normalization.scope == "volume" else (1, 2)
   if normalization.method == "robust_brain":
     normalized = _robust_scale(image.astype(np.float32), brain, axes)
   elif normalization.method == "zscore_brain":
-    normalized = _zscore(image.astype(np.float32), brain, axes)  # a copy: changed in place
+    normalized = _zscore(image if in_place else image.astype(np.float32), brain, axes)
   else:
     raise ValueError(
       f"unknown normalization {normalization.method!r}; expected one of {NORMALIZATION_METHODS}"
@@ -281,7 +282,8 @@ def preprocess_volume(image, labels, *, image_size, normalization, crop="none", 
   # Context needs the neighbours of kept slices too, so every slice is prepared; slices
   # without brain normalize to zeros.
   needed = np.arange(image.shape[0]) if context_slices else keep
-  normalized = normalize(image[needed], brain[needed], normalization)
+  # image[needed] is a copy already (fancy indexing): normalize it in place.
+  normalized = normalize(image[needed], brain[needed], normalization, in_place=True)
   resized = resize_images(crop_square(normalized, box), image_size)
   centres = keep if context_slices else np.arange(len(keep))
   stacked = context_stack(resized, centres, context_slices)

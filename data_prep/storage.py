@@ -125,8 +125,3 @@ def delete_all(objects: list, last: str | None = None) -> None:
   a deletion cut short is still recognisable)."""
   delete([path for path in objects if basename(path) != last])
   delete([path for path in objects if basename(path) == last])
-
-
-def delete_prefix(prefix: str, last: str | None = None) -> None:
-  """Deletes every object under the remote `prefix` (`last` as in `delete_all`)."""
-  delete_all(list_objects(prefix), last)

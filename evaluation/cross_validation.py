@@ -42,7 +42,7 @@ def _save_probabilities(path, probability, truth, spacing, diagonal):
   atomic.write_bytes(path, buffer.getvalue())
 
 
-def _load_probabilities(path):
+def load_probabilities(path):
   with np.load(path) as data:
     return (
       data["probability"].astype(np.float32) / 255,
@@ -149,7 +149,7 @@ def choose_rules(
       directory = os.path.join(run_dir, "cv_probabilities")
       for name in sorted(os.listdir(directory)):
         if name.endswith(f"_{variant}.npz"):
-          yield _load_probabilities(os.path.join(directory, name))[:2]
+          yield load_probabilities(os.path.join(directory, name))[:2]
 
   rule, table = postprocess.choose_rule(
     (truth[..., 0], probability[..., 0] > inference.THRESHOLD) for probability, truth in volumes()
@@ -177,7 +177,7 @@ def apply_rule_rows(
       if not name.endswith(f"_{variant}.npz"):
         continue
       patient_id = name[: -len(f"_{variant}.npz")]
-      probability, truth, spacing, diagonal = _load_probabilities(os.path.join(directory, name))
+      probability, truth, spacing, diagonal = load_probabilities(os.path.join(directory, name))
       masks = inference.region_masks(probability, task, rules.postprocessing)
       for k, region in enumerate(regions):
         result = volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal)

@@ -33,7 +33,7 @@ def main():
     if not os.path.isdir(directory):
       continue
     for name in sorted(n for n in os.listdir(directory) if n.endswith(suffix)):
-      probability, truth, spacing, diagonal = cross_validation._load_probabilities(
+      probability, truth, spacing, diagonal = cross_validation.load_probabilities(
         os.path.join(directory, name)
       )
       dice[f"{name[: -len(suffix)]} ({fold_dir})"] = [

@@ -177,7 +177,7 @@ def test_a_prefix_is_deleted_with_its_marker_last(gcs, monkeypatch):
   monkeypatch.setattr(
     storage, "delete", lambda paths: (deleted.extend(paths), original_delete(paths))
   )
-  storage.delete_prefix(f"{gcs}/order", last=drops.MARKER)
+  storage.delete_all(storage.list_objects(f"{gcs}/order"), last=drops.MARKER)
   assert [storage.basename(path) for path in deleted] == ["a.tfrecord", "z.json", drops.MARKER]
 
 

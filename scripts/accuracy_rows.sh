@@ -32,4 +32,6 @@ drop $E/d_nocrop --context_slices=1 --crop=none
 row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
 drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
 row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
+drop $E/d_160 --context_slices=1 --image_size=160
+row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
 echo "$(date) queue: finished"

@@ -109,7 +109,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("depth", _D.depth, "U-Net levels (poolings).")
 flags.DEFINE_integer("base_filters", _D.base_filters, "Filters of the first level.")
 flags.DEFINE_float("dropout", _D.dropout, "Dropout at the deepest levels.")
-flags.DEFINE_bool("batch_norm", _D.batch_norm, "Batch normalization after convolutions.")
+flags.DEFINE_enum(
+  "norm_layer", _D.norm_layer, model_config.NORM_LAYERS, "Normalization after every convolution."
+)
 flags.DEFINE_bool("sync_batch_norm", _D.sync_batch_norm, "Batch statistics over all replicas.")
 flags.DEFINE_enum("upsampling", _D.upsampling, model_config.UPSAMPLING_MODES, "Decoder upsampling.")
 _ARCHITECTURE = flags.DEFINE_enum(

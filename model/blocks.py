@@ -11,21 +11,31 @@ from keras import layers
 
 
 def conv_block(x, filters, config, name):
-  """Two 3x3 convolutions, each followed by batch norm (if on) and ReLU."""
+  """Two 3x3 convolutions, each followed by the normalization layer (if any) and ReLU."""
   for i in (1, 2):
     x = layers.Conv2D(
       filters,
       3,
       padding="same",
-      use_bias=not config.batch_norm,
+      use_bias=config.norm_layer == "none",
       kernel_initializer="he_normal",
       name=f"{name}_conv{i}",
     )(x)
-    if config.batch_norm:
-      x = layers.BatchNormalization(
-        momentum=0.9, synchronized=config.sync_batch_norm, name=f"{name}_bn{i}"
-      )(x)
+    x = norm(x, config, name, i)
     x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+  return x
+
+
+def norm(x, config, block_name, index):
+  """Batch norm (moving statistics of the training data at test time), instance norm
+  (each slice's own statistics per channel, in training and at test time, as in nnU-Net:
+  nothing learned about one site's intensities is frozen into the model), or none."""
+  if config.norm_layer == "batch":
+    return layers.BatchNormalization(
+      momentum=0.9, synchronized=config.sync_batch_norm, name=f"{block_name}_bn{index}"
+    )(x)
+  if config.norm_layer == "instance":
+    return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"{block_name}_in{index}")(x)
   return x
 
 

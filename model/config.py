@@ -7,6 +7,7 @@ from data_prep.preprocessing import Recipe
 
 LOSS_NAMES = ("bce", "dice", "bce_dice")  # model/losses.py
 UPSAMPLING_MODES = ("transpose", "bilinear")
+NORM_LAYERS = ("batch", "instance", "none")  # after every convolution of the conv blocks
 ARCHITECTURES = ("unet", "unet_plus_plus", "attention_unet", "trans_unet")
 
 
@@ -19,7 +20,7 @@ class UNetConfig:
   num_outputs: int = 1
   depth: int = 4  # poolings; the image size must divide by 2**depth
   base_filters: int = 32  # doubled at each level
-  batch_norm: bool = True
+  norm_layer: str = "batch"  # one of NORM_LAYERS; instance: per slice and channel, at test time too
   sync_batch_norm: bool = False  # batch statistics over all replicas (costs an all-reduce)
   dropout: float = 0.1  # at the bottleneck and the deepest encoder level
   upsampling: str = "transpose"
@@ -33,6 +34,8 @@ class UNetConfig:
       raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
     if self.image_size % (2**self.depth):
       raise ValueError(f"image_size {self.image_size} must divide by 2**depth = {2**self.depth}")
+    if self.norm_layer not in NORM_LAYERS:
+      raise ValueError(f"norm_layer must be one of {NORM_LAYERS}, got {self.norm_layer!r}")
     if self.upsampling not in UPSAMPLING_MODES:
       raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {self.upsampling!r}")
     if not 0.0 <= self.dropout < 1.0:

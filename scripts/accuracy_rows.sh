@@ -7,7 +7,8 @@ set -u
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 E=${EXP_DIR:-runs/accuracy}; mkdir -p "$E"
-while pgrep -f "cross_validate_main.py --data_dir=$E/d_ctx1_4mod" >/dev/null; do sleep 60; done
+# A row already running (from an earlier start of this script) finishes first.
+while pgrep -f "cross_validate_main.py --data_dir=$E/" >/dev/null; do sleep 60; done
 row() {  # row NAME DATA_DIR DESCRIPTION [extra cross_validate flags...]
   local name=$1 data=$2 desc=$3; shift 3
   if [ -f "$E/$name/summary.md" ] && [ -z "${FORCE:-}" ]; then echo "$(date) $name: done"; return; fi
@@ -26,6 +27,8 @@ row cv_4mod $E/d_ctx1_4mod "Four modalities (flair,t1,t1ce,t2), whole tumour, co
 drop $E/d_ctx1 --context_slices=1
 drop $E/d_ctx0 --context_slices=0
 row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else the candidate"
+row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
+  --train_args=--norm_layer=instance
 row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \
   --train_args=--nosite_augmentation
 drop $E/d_nocrop --context_slices=1 --crop=none

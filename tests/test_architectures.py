@@ -88,7 +88,7 @@ def test_one_step_under_mirrored_strategy_on_two_cpus(architecture):
     ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
   )
   with strategy.scope():
-    built = unet.build_model(_tiny(architecture, batch_norm=False, transformer_layers=1))
+    built = unet.build_model(_tiny(architecture, norm_layer="none", transformer_layers=1))
     built.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.get_loss("bce"))
   before = [w.numpy().copy() for w in built.trainable_weights]
   history = built.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
@@ -161,3 +161,29 @@ def test_the_architecture_flag_lists_exactly_the_builders():
   assert result.returncode != 0
   choices = re.search(r"one of <([^>]*)>", result.stderr)
   assert choices and choices.group(1).split("|") == list(model_config.ARCHITECTURES), result.stderr
+
+
+@pytest.mark.parametrize("architecture", model_config.ARCHITECTURES)
+def test_instance_norm_round_trips_through_keras_and_h5(architecture, tmp_path):
+  keras.utils.set_random_seed(1)
+  built = unet.build_model(_tiny(architecture, norm_layer="instance"))
+  assert any(isinstance(layer, keras.layers.GroupNormalization) for layer in built.layers)
+  assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in built.layers)
+  x = np.random.default_rng(2).normal(size=(2, 32, 32, 1)).astype(np.float32)
+  expected = np.asarray(built(x))
+  for name in ("model.keras", "model.h5"):
+    built.save(tmp_path / name)
+    restored = keras.models.load_model(tmp_path / name)
+    np.testing.assert_allclose(np.asarray(restored(x)), expected, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("norm_layer,invariant", [("instance", True), ("batch", False)])
+def test_only_instance_norm_makes_the_unet_blind_to_an_intensity_scale(norm_layer, invariant):
+  """Why instance norm is a site-robustness lever: its convolutions have no bias, so an
+  input scaled by a constant (another scanner's gain) reaches every norm layer scaled and
+  leaves it the same; batch norm at test time normalizes with fixed training statistics."""
+  keras.utils.set_random_seed(3)
+  built = unet.build_model(_tiny("unet", norm_layer=norm_layer))
+  x = np.random.default_rng(4).normal(size=(2, 32, 32, 1)).astype(np.float32)
+  plain, scaled = np.asarray(built(x)), np.asarray(built(3.0 * x))
+  assert np.allclose(plain, scaled, atol=1e-4) == invariant

@@ -115,7 +115,7 @@ def test_one_training_step_for_each_loss_changes_the_weights(loss):
 
 
 def test_two_replicas_match_one_replica_with_the_same_global_batch():
-  config = unet.UNetConfig(image_size=32, depth=2, base_filters=4, dropout=0.0, batch_norm=False)
+  config = unet.UNetConfig(image_size=32, depth=2, base_filters=4, dropout=0.0, norm_layer="none")
   rng = np.random.default_rng(3)
   x = rng.normal(size=(8, 32, 32, 1)).astype(np.float32)
   y = (x > 0.8).astype(np.float32)

@@ -42,7 +42,7 @@ class TrainConfig:
   depth: int = UNetConfig.depth
   base_filters: int = UNetConfig.base_filters
   dropout: float = UNetConfig.dropout
-  batch_norm: bool = UNetConfig.batch_norm
+  norm_layer: str = UNetConfig.norm_layer
   sync_batch_norm: bool = UNetConfig.sync_batch_norm
   upsampling: str = UNetConfig.upsampling
   architecture: str = UNetConfig.architecture

@@ -102,7 +102,7 @@ def build_model(config: TrainConfig, layout: manifests.DataLayout) -> keras.Mode
     num_outputs=decode.num_targets(config.task),
     depth=config.depth,
     base_filters=config.base_filters,
-    batch_norm=config.batch_norm,
+    norm_layer=config.norm_layer,
     sync_batch_norm=config.sync_batch_norm,
     dropout=config.dropout,
     upsampling=config.upsampling,

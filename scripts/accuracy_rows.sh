@@ -27,6 +27,7 @@ row cv_4mod $E/d_ctx1_4mod "Four modalities (flair,t1,t1ce,t2), whole tumour, co
 drop $E/d_ctx1 --context_slices=1
 drop $E/d_ctx0 --context_slices=0
 row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else the candidate"
+row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \

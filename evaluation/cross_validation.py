@@ -276,10 +276,14 @@ def summarize(
       + " | ".join(f"{entry[c]:.3f}" for c in columns)
       + f" | {entry['hd95_mm_final']:.1f} |"
     )
-  lines += ["", "| fold | patients | training seconds | epochs |", "|---|---|---|---|"]
+  lines += [
+    "",
+    "| fold | patients | training seconds | training CPU seconds | epochs |",
+    "|---|---|---|---|---|",
+  ]
   for fold, info in sorted(fold_info.items()):
     lines.append(
-      f"| {fold} | {info['patients']} | {info.get('seconds', 'n/a')} | "
-      f"{info.get('epochs', 'n/a')} |"
+      f"| {fold} | {info['patients']} | {info.get('seconds') or 'n/a'} | "
+      f"{info.get('cpu_seconds') or 'n/a'} | {info.get('epochs', 'n/a')} |"
     )
   return Summary(summary, "\n".join(lines) + "\n")

@@ -30,19 +30,21 @@ def main(runs):
   ]
   columns = ["plain", "tta", "final", "stress_mean"]
   print(f"{len(common)} patients; Dice mean / median / worst\n")
-  print("| run | " + " | ".join(columns) + " | training s (folds) | rules |")
-  print("|---" * (len(columns) + 3) + "|")
+  print("| run | " + " | ".join(columns) + " | training s (folds) | CPU s (folds) | rules |")
+  print("|---" * (len(columns) + 4) + "|")
   for run, summary, patients in zip(runs, summaries, by_run):
     cells = []
     for column in columns:
       values = np.array([p[column] for p in patients.values()])
       cells.append(f"{values.mean():.3f} / {np.median(values):.3f} / {values.min():.3f}")
     seconds = [f["seconds"] for f in summary["folds"].values() if f.get("seconds")]
+    cpu = [f["cpu_seconds"] for f in summary["folds"].values() if f.get("cpu_seconds")]
     rules = summary["rules"]
     print(
       f"| {os.path.basename(run.rstrip('/'))} | "
       + " | ".join(cells)
-      + f" | {sum(seconds):.0f} ({len(seconds)}) | TTA {'on' if rules['tta'] else 'off'}, "
+      + f" | {sum(seconds):.0f} ({len(seconds)}) | {sum(cpu):.0f} ({len(cpu)})"
+      + f" | TTA {'on' if rules['tta'] else 'off'}, "
       f"{postprocess.PostProcessing.from_json(rules['postprocessing']).describe()} |"
     )
   print(

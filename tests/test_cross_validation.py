@@ -50,6 +50,8 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   assert {"tta", "postprocessing", "postprocessing_candidates"} <= set(rules)
   assert info["members"] == [f"fold{fold}" for fold in folds] and info["val_fold"] is None
   assert "| mean |" in (out / "summary.md").read_text()
+  assert "training CPU seconds" in (out / "summary.md").read_text()
+  assert all(f["cpu_seconds"] > 0 for f in summary["folds"].values())  # from epoch_cost.json
   # the folder is a fold ensemble with the chosen rules
   segmenter = inference.build_segmenter([str(out)])
   assert len(segmenter.members) == len(folds) and segmenter.tta == rules["tta"]

@@ -130,6 +130,13 @@ def test_a_killed_run_resumes_from_backup(data_dir, tmp_path):
   assert curves.read_history(model_dir / "history.csv")["epoch"] == [1, 2, 3, 4, 5, 6]
   assert (model_dir / "best_model.h5").is_file()
   assert not (model_dir / "backup").exists()  # deleted after a finished run
+  # the cost of the epochs of both processes adds up, one entry per epoch
+  from training import callbacks
+
+  cost = callbacks.read_epoch_cost(model_dir)
+  assert sorted(cost, key=int) == [str(e) for e in range(6)]
+  assert all(e["cpu_seconds"] > 0 and e["wall_seconds"] > 0 for e in cost.values())
+  assert callbacks.total_cost(model_dir)["epochs"] == 6
 
 
 def _free_ports(count):

@@ -1,12 +1,16 @@
 """Callbacks of a training run: checkpoint, early stopping, LR on plateau, backup, history,
-TensorBoard with validation overlays."""
+the cost of each epoch, TensorBoard with validation overlays."""
 
+import json
 import os
+import resource
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import atomic
 from data_prep.overlays import overlay_rgb
 from model.contract import THRESHOLD
 
@@ -56,6 +60,56 @@ class ValidationImages(keras.callbacks.Callback):
 
 
 BACKUP = "backup"
+EPOCH_COST = "epoch_cost.json"
+
+
+def _cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+class EpochCost(keras.callbacks.Callback):
+  """Wall and CPU seconds of every epoch (training and validation) in `epoch_cost.json`.
+
+  What a run cost on a shared machine is its CPU time: a pause (SIGSTOP) or another job on
+  the same cores stretches the wall time but barely the CPU time. The file is rewritten
+  atomically each epoch and kept across resumes, so a run killed and resumed still adds up
+  (an epoch repeated after a resume counts its last attempt).
+  """
+
+  def __init__(self, path):
+    super().__init__()
+    self.path = path
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter(), _cpu_seconds()
+
+  def on_epoch_end(self, epoch, logs=None):
+    wall, cpu = time.perf_counter() - self._start[0], _cpu_seconds() - self._start[1]
+    epochs = read_epoch_cost(os.path.dirname(self.path)) or {}
+    epochs[str(epoch)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
+    atomic.write_json(self.path, {"epochs": epochs})
+
+
+def read_epoch_cost(model_dir):
+  """{epoch: {"wall_seconds", "cpu_seconds"}} of a run, or None when it has no record."""
+  try:
+    with open(os.path.join(model_dir, EPOCH_COST), encoding="utf-8") as f:
+      return json.load(f)["epochs"]
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def total_cost(model_dir):
+  """{"wall_seconds", "cpu_seconds", "epochs"} summed over a run's epochs, or None."""
+  epochs = read_epoch_cost(model_dir)
+  if not epochs:
+    return None
+  return {
+    "wall_seconds": round(sum(e["wall_seconds"] for e in epochs.values()), 1),
+    "cpu_seconds": round(sum(e["cpu_seconds"] for e in epochs.values()), 1),
+    "epochs": len(epochs),
+  }
 
 
 def has_backup(model_dir):
@@ -93,6 +147,7 @@ def build_callbacks(
       save_best_only=save_best_only,
     ),
     keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=True),
+    EpochCost(os.path.join(write_dir, EPOCH_COST)),
     keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), update_freq="epoch"),
   ]
   if reduce_lr_patience > 0:

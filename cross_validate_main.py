@@ -74,13 +74,9 @@ def _train(fold, run_dir, train_args):
     epochs = max(0, len(f.read().strip().splitlines()) - 1)
   from data_prep import atomic
   from data_prep import machine
-  from training import callbacks
 
-  cost = callbacks.total_cost(run_dir) or {}
   info = {
     "seconds": round(time.time() - start, 1),  # this process only: not a resumed run's whole
-    "epoch_wall_seconds": cost.get("wall_seconds"),
-    "epoch_cpu_seconds": cost.get("cpu_seconds"),
     "epochs": epochs,
     "cpu": machine.cpu_model(),
     "command": command[1:],
@@ -98,6 +94,7 @@ def main(argv):
   from input_pipeline import decode
   from input_pipeline import manifests
   from model import contract
+  from training import callbacks
 
   stress = _STRESS.value
   if stress == ["all"]:
@@ -135,7 +132,7 @@ def main(argv):
       fold_info[str(fold)] = {
         "patients": len({r["patient_id"] for r in fold_rows}),
         "seconds": info.get("seconds"),
-        "cpu_seconds": info.get("epoch_cpu_seconds"),
+        "cpu_seconds": (callbacks.total_cost(run_dir) or {}).get("cpu_seconds"),
         "epochs": info.get("epochs"),
       }
     task = inference.read_info(fold_dirs[0])["task"]

@@ -179,9 +179,10 @@ def test_instance_norm_round_trips_through_keras_and_h5(architecture, tmp_path):
 
 @pytest.mark.parametrize("norm_layer,invariant", [("instance", True), ("batch", False)])
 def test_only_instance_norm_makes_the_unet_blind_to_an_intensity_scale(norm_layer, invariant):
-  """Why instance norm is a site-robustness lever: its convolutions have no bias, so an
-  input scaled by a constant (another scanner's gain) reaches every norm layer scaled and
-  leaves it the same; batch norm at test time normalizes with fixed training statistics."""
+  """Why instance norm is a site-robustness lever: the first convolution has no bias, so an
+  input scaled by a constant (another scanner's gain) reaches the first norm layer scaled
+  and leaves it unchanged, and all after it is the same; batch norm at test time
+  normalizes with the training data's fixed statistics."""
   keras.utils.set_random_seed(3)
   built = unet.build_model(_tiny("unet", norm_layer=norm_layer))
   x = np.random.default_rng(4).normal(size=(2, 32, 32, 1)).astype(np.float32)

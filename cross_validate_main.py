@@ -76,7 +76,7 @@ def _train(fold, run_dir, train_args):
   from data_prep import machine
 
   info = {
-    "seconds": round(time.time() - start, 1),  # this process: a resumed fold's earlier ones not
+    "seconds": round(time.time() - start, 1),  # this process alone, not earlier ones of a fold
     "epochs": epochs,
     "cpu": machine.cpu_model(),
     "command": command[1:],

@@ -164,7 +164,16 @@ def test_the_architecture_flag_lists_exactly_the_builders():
 
 
 @pytest.mark.parametrize("architecture", model_config.ARCHITECTURES)
-def test_instance_norm_round_trips_through_keras_and_h5(architecture, tmp_path):
+def test_instance_norm_under_mixed_precision_and_through_keras_and_h5(architecture, tmp_path):
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    mixed = unet.build_model(_tiny(architecture, norm_layer="instance"))
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+  out = np.asarray(mixed(100 * np.ones((1, 32, 32, 1), np.float32)))
+  assert out.dtype == np.float32 and np.all(np.isfinite(out))
+  assert mixed.get_layer("down0_in1").compute_dtype == "float16"
   keras.utils.set_random_seed(1)
   built = unet.build_model(_tiny(architecture, norm_layer="instance"))
   assert any(isinstance(layer, keras.layers.GroupNormalization) for layer in built.layers)

@@ -133,7 +133,7 @@ def normalize(image, brain, normalization, *, in_place=False):
   """
   axes = (0, 1, 2) if normalization.scope == "volume" else (1, 2)
   if normalization.method == "robust_brain":
-    normalized = _robust_scale(image.astype(np.float32), brain, axes)
+    normalized = _robust_scale(image.astype(np.float32, copy=False), brain, axes)  # new array
   elif normalization.method == "zscore_brain":
     normalized = _zscore(image if in_place else image.astype(np.float32), brain, axes)
   else:

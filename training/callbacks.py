@@ -81,23 +81,29 @@ class EpochCost(keras.callbacks.Callback):
     super().__init__()
     self.path = path
 
+  def on_train_begin(self, logs=None):
+    self._epochs = _read_epochs(self.path) or {}  # a resumed run's earlier epochs
+
   def on_epoch_begin(self, epoch, logs=None):
     self._start = time.perf_counter(), _cpu_seconds()
 
   def on_epoch_end(self, epoch, logs=None):
     wall, cpu = time.perf_counter() - self._start[0], _cpu_seconds() - self._start[1]
-    epochs = read_epoch_cost(os.path.dirname(self.path)) or {}
-    epochs[str(epoch)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
-    atomic.write_json(self.path, {"epochs": epochs})
+    self._epochs[str(epoch)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
+    atomic.write_json(self.path, {"epochs": self._epochs})
+
+
+def _read_epochs(path):
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)["epochs"]
+  except (OSError, ValueError, KeyError):
+    return None
 
 
 def read_epoch_cost(model_dir):
   """{epoch: {"wall_seconds", "cpu_seconds"}} of a run, or None when it has no record."""
-  try:
-    with open(os.path.join(model_dir, EPOCH_COST), encoding="utf-8") as f:
-      return json.load(f)["epochs"]
-  except (OSError, ValueError, KeyError):
-    return None
+  return _read_epochs(os.path.join(model_dir, EPOCH_COST))
 
 
 def total_cost(model_dir):

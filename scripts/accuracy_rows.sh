@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
-# ../shared/data/brats2018. Each is resumable: rerunning this script skips finished rows and
-# folds, and resumes a fold at its last finished epoch. Usage, from the repository root:
+# ../shared/data/brats2018: the same-machine reference first, then the levers that may raise
+# the score (instance norm, larger slices), then those that check a default, then the
+# region recipe of issue 13. Each is resumable: rerunning this script skips finished rows
+# and folds, and resumes a fold at its last finished epoch. Usage, from the repository root:
 #   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
@@ -30,12 +32,15 @@ row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else
 row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
+drop $E/d_160 --context_slices=1 --image_size=160
+row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
 row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \
   --train_args=--nosite_augmentation
 drop $E/d_nocrop --context_slices=1 --crop=none
 row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
 drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
 row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
-drop $E/d_160 --context_slices=1 --image_size=160
-row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
+# Issue 13: the region recipe (WT, TC, ET) on the four-modality drop.
+row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cpu_regions.flags" \
+  --train_flagfile=configs/cpu_regions.flags
 echo "$(date) queue: finished"

@@ -158,14 +158,20 @@ def main(argv):
   description = _DESCRIPTION.value or " ".join(
     [f"--train_flagfile={_TRAIN_FLAGFILE.value}", *_TRAIN_ARGS.value, f"data {_DATA_DIR.value}"]
   )
-  for region in regions:
-    summary = cross_validation.summarize(rows, rules, region, fold_info, description)
+  summaries = {
+    region: cross_validation.summarize(rows, rules, region, fold_info, description)
+    for region in regions
+  }
+  overview = cross_validation.regions_overview(summaries) if len(regions) > 1 else ""
+  for region, summary in summaries.items():
     suffix = "" if region == regions[0] else f"_{region}"
     atomic.write_json(
       os.path.join(output_dir, f"summary{suffix}.json"),
       {**summary.json, "rows": rows if not suffix else None},
     )
-    atomic.write_bytes(os.path.join(output_dir, f"summary{suffix}.md"), summary.markdown.encode())
+    heading, body = summary.markdown.split("\n\n", 1)
+    markdown = summary.markdown if suffix else f"{heading}\n\n{overview}{body}"
+    atomic.write_bytes(os.path.join(output_dir, f"summary{suffix}.md"), markdown.encode())
   print(open(os.path.join(output_dir, "summary.md"), encoding="utf-8").read())
 
 

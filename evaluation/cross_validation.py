@@ -202,12 +202,14 @@ class Summary:
   markdown: str
 
 
-def _stats(values):
+def _stats(values, worst=np.min):
+  """Mean, median and worst; the worst Dice is the lowest, the worst distance (`worst=np.max`)
+  the largest."""
   values = np.asarray(values, np.float64)
   return {
     "mean": round(float(values.mean()), 4),
     "median": round(float(np.median(values)), 4),
-    "worst": round(float(values.min()), 4),
+    "worst": round(float(worst(values)), 4),
   }
 
 
@@ -236,7 +238,7 @@ def summarize(
     "cpu": machine.cpu_model(),
     "folds": fold_info,
     "dice": {v: _stats(list(by[v].values())) for v in variants},
-    "hd95_mm_final": _stats(list(hd95.values())) if hd95 else None,
+    "hd95_mm_final": _stats(list(hd95.values()), worst=np.max) if hd95 else None,
     "per_patient": [
       {
         "patient_id": p,
@@ -287,3 +289,19 @@ def summarize(
       f"{info.get('cpu_seconds') or 'n/a'} | {info.get('epochs', 'n/a')} |"
     )
   return Summary(summary, "\n".join(lines) + "\n")
+
+
+def regions_overview(summaries: dict[str, Summary]) -> str:
+  """One table of every region's final Dice and HD95 (mean / median / worst), put above the
+  whole tumour's tables; each region's own tables are in summary_<region>.md."""
+  lines = [
+    "| region | final Dice mean / median / worst | HD95 mm mean / median / worst |",
+    "|---|---|---|",
+  ]
+  for region, summary in summaries.items():
+    dice, hd95 = summary.json["dice"]["final"], summary.json["hd95_mm_final"]
+    lines.append(
+      f"| {region} | {dice['mean']:.3f} / {dice['median']:.3f} / {dice['worst']:.3f}"
+      f" | {hd95['mean']:.1f} / {hd95['median']:.1f} / {hd95['worst']:.1f} |"
+    )
+  return "\n".join(lines) + "\n\n"

@@ -132,3 +132,32 @@ def test_regions_rules_choose_the_enhancing_rule_on_the_et_dice(tmp_path):
     [str(run_dir)], rules, ("whole_tumor", "tumor_core", "enhancing_tumor"), "regions"
   )
   assert [r["dice"] for r in final if r["region"] == "enhancing_tumor"] == [1.0, 1.0, 1.0]
+
+
+def test_summaries_call_the_lowest_dice_and_the_largest_distance_worst_for_every_region():
+  scores = {  # region: (patient, Dice, HD95 mm)
+    "whole_tumor": (("A", 0.9, 2.0), ("B", 0.4, 40.0), ("C", 0.8, 5.0)),
+    "enhancing_tumor": (("A", 1.0, 0.0), ("B", 0.0, 373.1), ("C", 0.7, 3.0)),
+  }
+  rows = [
+    {
+      "patient_id": patient,
+      "fold": 0,
+      "variant": variant,
+      "region": region,
+      "dice": dice,
+      "hd95_mm": hd95,
+    }
+    for region, patients in scores.items()
+    for patient, dice, hd95 in patients
+    for variant in (cross_validation.PLAIN, cross_validation.TTA, "final")
+  ]
+  rules = inference.InferenceRules(tta=True)
+  summaries = {
+    region: cross_validation.summarize(rows, rules, region, {}, "t") for region in scores
+  }
+  assert summaries["whole_tumor"].json["dice"]["final"]["worst"] == 0.4
+  assert summaries["whole_tumor"].json["hd95_mm_final"]["worst"] == 40.0
+  overview = cross_validation.regions_overview(summaries).splitlines()
+  assert overview[2] == "| whole_tumor | 0.700 / 0.800 / 0.400 | 15.7 / 5.0 / 40.0 |"
+  assert overview[3] == "| enhancing_tumor | 0.567 / 0.700 / 0.000 | 125.4 / 3.0 / 373.1 |"

@@ -45,4 +45,9 @@ row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robus
 # Issue 13: the region recipe (WT, TC, ET) on the four-modality drop.
 row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cpu_regions.flags" \
   --train_flagfile=configs/cpu_regions.flags
+# Issue 13, a region-weighted Dice: the enhancing tumour counts double in the Dice term.
+# (--train_args splits at commas, so the weights go in a flag file.)
+printf -- '--flagfile=configs/cpu_regions.flags\n--region_weights=1,1,2\n' > "$E/regions_et2.flags"
+row cv_regions_et2 $E/d_ctx1_4mod "Regions with the ET Dice weighted 2 (--region_weights=1,1,2), else cv_regions" \
+  --train_flagfile="$E/regions_et2.flags"
 echo "$(date) queue: finished"

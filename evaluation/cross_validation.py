@@ -105,15 +105,10 @@ def score_fold(
       shifted = without_tta.segment(case.perturbed(condition), None, source.format)
       score(np.zeros_like(case.truth) if shifted is None else shifted.masks, f"stress:{condition}")
     if progress:
-      dice = {
-        r["variant"]: r["dice"]
-        for r in rows
-        if r["patient_id"] == patient_id and r["region"] == regions[0]
-      }
-      print(
-        f"  fold {fold} {patient_id}: " + ", ".join(f"{v} {d:.3f}" for v, d in dice.items()),
-        flush=True,
-      )
+      mine = [r for r in rows if r["patient_id"] == patient_id]
+      line = ", ".join(f"{r['variant']} {r['dice']:.3f}" for r in mine if r["region"] == regions[0])
+      others = [f"{r['region']} tta {r['dice']:.3f}" for r in mine if r["variant"] == TTA][1:]
+      print(f"  fold {fold} {patient_id}: " + "; ".join([line, *others]), flush=True)
   atomic.write_json(os.path.join(run_dir, SCORES), {"fold": fold, "rows": rows})
   return rows
 

@@ -107,7 +107,11 @@ def score_fold(
     if progress:
       mine = [r for r in rows if r["patient_id"] == patient_id]
       line = ", ".join(f"{r['variant']} {r['dice']:.3f}" for r in mine if r["region"] == regions[0])
-      others = [f"{r['region']} tta {r['dice']:.3f}" for r in mine if r["variant"] == TTA][1:]
+      others = [
+        f"{r['region']} tta {r['dice']:.3f}"
+        for r in mine
+        if r["variant"] == TTA and r["region"] != regions[0]
+      ]
       print(f"  fold {fold} {patient_id}: " + "; ".join([line, *others]), flush=True)
   atomic.write_json(os.path.join(run_dir, SCORES), {"fold": fold, "rows": rows})
   return rows

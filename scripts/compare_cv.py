@@ -5,7 +5,8 @@ r"""Side by side: the summaries of several cross_validate_main.py runs, as Markd
 Prints, for the patients every run scored: one row per run with the mean, median and worst
 Dice of its plain, TTA, final and stress-mean masks and its training time; then the Dice
 per patient of each run's final mask and stress mean; then how many patients each run
-moved up or down against the first.
+moved up or down against the first. Runs trained on different CPUs are flagged: round-off
+and run-to-run variation then mix with the lever, so compare rows of one machine.
 """
 
 import json
@@ -30,8 +31,8 @@ def main(runs):
   ]
   columns = ["plain", "tta", "final", "stress_mean"]
   print(f"{len(common)} patients; Dice mean / median / worst\n")
-  print("| run | " + " | ".join(columns) + " | training s (folds) | CPU s (folds) | rules |")
-  print("|---" * (len(columns) + 4) + "|")
+  print("| run | " + " | ".join(columns) + " | training s (folds) | CPU s (folds) | rules | CPU |")
+  print("|---" * (len(columns) + 5) + "|")
   for run, summary, patients in zip(runs, summaries, by_run):
     cells = []
     for column in columns:
@@ -45,8 +46,11 @@ def main(runs):
       + " | ".join(cells)
       + f" | {sum(seconds):.0f} ({len(seconds)}) | {sum(cpu):.0f} ({len(cpu)})"
       + f" | TTA {'on' if rules['tta'] else 'off'}, "
-      f"{postprocess.PostProcessing.from_json(rules['postprocessing']).describe()} |"
+      f"{postprocess.PostProcessing.from_json(rules['postprocessing']).describe()}"
+      f" | {summary.get('cpu', 'n/a')} |"
     )
+  if len({s.get("cpu") for s in summaries}) > 1:
+    print("\nwarning: these runs trained on different CPUs; compare rows of one machine")
   print(
     "\n| patient | fold | "
     + " | ".join(f"{os.path.basename(r.rstrip('/'))} final | stress" for r in runs)
@@ -64,7 +68,7 @@ def main(runs):
     )
   first = by_run[0]
   for run, patients in zip(runs[1:], by_run[1:]):
-    for column in ("final", "stress_mean"):
+    for column in ("tta", "final", "stress_mean"):
       delta = np.array([patients[p][column] - first[p][column] for p in common])
       print(
         f"\n{os.path.basename(run.rstrip('/'))} vs {os.path.basename(runs[0].rstrip('/'))}, "

@@ -169,8 +169,7 @@ def main(argv):
       os.path.join(output_dir, f"summary{suffix}.json"),
       {**summary.json, "rows": rows if not suffix else None},
     )
-    heading, body = summary.markdown.split("\n\n", 1)
-    markdown = summary.markdown if suffix else f"{heading}\n\n{overview}{body}"
+    markdown = summary.markdown(preamble="" if suffix else overview)
     atomic.write_bytes(os.path.join(output_dir, f"summary{suffix}.md"), markdown.encode())
   print(open(os.path.join(output_dir, "summary.md"), encoding="utf-8").read())
 

@@ -198,7 +198,12 @@ def apply_rule_rows(
 @dataclasses.dataclass
 class Summary:
   json: dict
-  markdown: str
+  heading: str  # "# <description>"
+  body: str  # the tables
+
+  def markdown(self, preamble: str = "") -> str:
+    """The summary as Markdown; `preamble` (the regions overview) goes under the heading."""
+    return f"{self.heading}\n\n{preamble}{self.body}"
 
 
 def _stats(values, worst=np.min):
@@ -253,8 +258,6 @@ def summarize(
     summary["dice"]["stress_mean"] = _stats(list(stress_mean.values()))
   columns = [PLAIN, TTA, "final"] + (["stress_mean"] if stress else []) + stress
   lines = [
-    f"# {description}",
-    "",
     f"{len(patients)} patients, {region} Dice per patient at full resolution on the "
     f"source grid; final = TTA {'on' if rules.tta else 'off'}, "
     f"{rules.postprocessing.describe()}. CPU: {summary['cpu']}.",
@@ -287,7 +290,7 @@ def summarize(
       f"| {fold} | {info['patients']} | {info.get('seconds') or 'n/a'} | "
       f"{info.get('cpu_seconds') or 'n/a'} | {info.get('epochs', 'n/a')} |"
     )
-  return Summary(summary, "\n".join(lines) + "\n")
+  return Summary(summary, f"# {description}", "\n".join(lines) + "\n")
 
 
 def regions_overview(summaries: dict[str, Summary]) -> str:

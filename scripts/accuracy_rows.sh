@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the same-machine reference first, then the levers that may raise
-# the score (smaller batches, instance norm, larger slices), then those that check a default, then the
-# region recipe of issue 13. Each is resumable: rerunning this script skips finished rows
-# and folds, and resumes a fold at its last finished epoch. Usage, from the repository root:
+# the score (smaller batches, instance norm, larger slices), then those that check a default,
+# then the region recipe of issue 13. Each is resumable: rerunning this script skips finished
+# rows and folds, and resumes a fold at its last finished epoch. Usage, from the repository root:
 #   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."

@@ -1,0 +1,67 @@
+"""The analysis scripts of docs/accuracy.md read stored cross-validation probabilities."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from evaluation import cross_validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _store(run, probability, truth):
+  directory = os.path.join(run, "fold0", "cv_probabilities")
+  os.makedirs(directory, exist_ok=True)
+  cross_validation._save_probabilities(
+    os.path.join(directory, "P_tta.npz"), probability[..., None], truth[..., None], (1, 1, 1), 10.0
+  )
+
+
+def _run(script, *args):
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", script), *args],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "PYTHONPATH": ROOT},
+    check=False,
+  )
+
+
+def test_ensemble_probe_scores_the_mean_of_the_probabilities(tmp_path):
+  truth = np.zeros((4, 8, 8), bool)
+  truth[:, :, :4] = True
+  # Each run finds half of the tumour with confidence 0.9 and leaves the rest at 0.3; their
+  # mean is 0.6 everywhere in the tumour, so only the ensemble finds all of it.
+  first, second = np.zeros(truth.shape, np.float32), np.zeros(truth.shape, np.float32)
+  first[:, :, :4], second[:, :, :4] = 0.3, 0.3
+  first[:, :, :2], second[:, :, 2:4] = 0.9, 0.9
+  _store(tmp_path / "a", first, truth)
+  _store(tmp_path / "b", second, truth)
+  result = _run("ensemble_probe.py", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert result.returncode == 0, result.stderr
+  row = next(line for line in result.stdout.splitlines() if line.startswith("| P (fold0)"))
+  assert row.split("|")[2:5] == [" 0.667 ", " 0.667 ", " 1.000 "]
+  assert "| 1 / 0 | 1 / 0 |" in result.stdout
+
+
+def test_ensemble_probe_needs_patients_every_run_scored(tmp_path):
+  (tmp_path / "b").mkdir()
+  _store(tmp_path / "a", np.zeros((2, 2, 2), np.float32), np.zeros((2, 2, 2), bool))
+  result = _run("ensemble_probe.py", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_threshold_sweep_counts_patients_moved_against_half(tmp_path):
+  truth = np.zeros((4, 8, 8), bool)
+  truth[:, :, :4] = True
+  probability = np.zeros(truth.shape, np.float32)
+  probability[:, :, :4] = 0.35
+  probability[:, :, :2] = 0.9
+  _store(tmp_path / "a", probability, truth)
+  result = _run("threshold_sweep.py", str(tmp_path / "a"), "--thresholds=0.3,0.5")
+  assert result.returncode == 0, result.stderr
+  assert "| P (fold0) | 1.000 | 0.667 |" in result.stdout
+  assert "| up / down vs 0.5 | 1 / 0 | 0 / 0 |" in result.stdout

@@ -231,7 +231,7 @@ flags.register_multi_flags_validator(
 flags.register_multi_flags_validator(
   ["loss", "region_weights"],
   lambda f: f["loss"] != "bce" or not f["region_weights"],
-  "--region_weights weight the Dice term; --loss=bce has none (use dice or bce_dice)",
+  "--region_weights weight the Dice term; --loss=bce has none (use dice, bce_dice or bce_tversky)",
 )
 
 

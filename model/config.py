@@ -5,7 +5,7 @@ import dataclasses
 
 from data_prep.preprocessing import Recipe
 
-LOSS_NAMES = ("bce", "dice", "bce_dice")  # model/losses.py
+LOSS_NAMES = ("bce", "dice", "bce_dice", "bce_tversky")  # model/losses.py
 UPSAMPLING_MODES = ("transpose", "bilinear")
 NORM_LAYERS = ("batch", "instance", "none")  # after every convolution of the conv blocks
 ARCHITECTURES = ("unet", "unet_plus_plus", "attention_unet", "trans_unet")

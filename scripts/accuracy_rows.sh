@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the same-machine reference first, then the levers that may raise
-# the score (smaller batches, instance norm, larger slices), then those that check a default,
-# then the region recipe of issue 13. Each is resumable: rerunning this script skips finished
-# rows and folds, and resumes a fold at its last finished epoch. Usage, from the repository root:
+# the score (smaller batches, a loss that charges misses more, instance norm, larger
+# slices), then those that check a default, then the region recipe of issue 13. Each is
+# resumable: rerunning this script skips finished rows and folds, and resumes a fold at its
+# last finished epoch. Usage, from the repository root:
 #   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
@@ -32,6 +33,8 @@ row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else
 row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
 row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same slices), else the candidate" \
   --train_args=--batch_size=8
+row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
+  --train_args=--loss=bce_tversky
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 drop $E/d_160 --context_slices=1 --image_size=160

@@ -55,6 +55,25 @@ def test_dice_loss_values():
   )
 
 
+def test_tversky_charges_missed_tumour_more_than_invented_tumour():
+  truth = np.zeros((1, 8, 8, 1), np.float32)
+  truth[0, :4, :4] = 1  # 16 pixels
+  missed, invented = truth.copy(), truth.copy()
+  missed[0, :2, :4] = 0  # 8 of 16 missed
+  invented[0, 4:6, :4] = 1  # 8 invented
+  dice = losses.SoftDiceLoss(smooth=0)
+  tversky = losses.SoftDiceLoss(smooth=0, false_negative_weight=0.7)
+  # Dice: 2*8 / (2*8 + 8) for a miss, 2*16 / (2*16 + 8) for an invention; Tversky weights the
+  # 8 missed pixels by 2*0.7 and the 8 invented ones by 2*0.3.
+  assert float(dice(truth, missed)) == pytest.approx(1 - 16 / 24, abs=1e-6)
+  assert float(tversky(truth, missed)) == pytest.approx(1 - 16 / (16 + 1.4 * 8), abs=1e-6)
+  assert float(tversky(truth, invented)) == pytest.approx(1 - 32 / (32 + 0.6 * 8), abs=1e-6)
+  assert float(tversky(truth, missed)) > float(dice(truth, missed))
+  assert float(tversky(truth, invented)) < float(dice(truth, invented))
+  with pytest.raises(ValueError, match="false_negative_weight"):
+    losses.SoftDiceLoss(false_negative_weight=1.0)
+
+
 @pytest.mark.parametrize("name", losses.LOSS_NAMES)
 def test_losses_serialize(name):
   loss = losses.get_loss(name)

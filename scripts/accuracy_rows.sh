@@ -53,4 +53,17 @@ row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cp
 printf -- '--flagfile=configs/cpu_regions.flags\n--region_weights=1,1,2\n' > "$E/regions_et2.flags"
 row cv_regions_et2 $E/d_ctx1_4mod "Regions with the ET Dice weighted 2 (--region_weights=1,1,2), else cv_regions" \
   --train_flagfile="$E/regions_et2.flags"
+# Issue 13, the architectures (docs/architectures.md), each at the U-Net's training time:
+# U-Net++ trains at 0.38 of its speed, so 8 epochs instead of 20; the attention U-Net
+# (0.97) and TransUNet (0.89) keep the 20 epochs.
+for task in flair regions; do
+  if [ $task = flair ]; then data=$E/d_ctx1 flags=configs/cpu.flags; else
+    data=$E/d_ctx1_4mod flags=configs/cpu_regions.flags; fi
+  row cv_${task}_attention_unet "$data" "--architecture=attention_unet, else $flags" \
+    --train_flagfile=$flags --train_args=--architecture=attention_unet
+  row cv_${task}_trans_unet "$data" "--architecture=trans_unet, else $flags" \
+    --train_flagfile=$flags --train_args=--architecture=trans_unet
+  row cv_${task}_unet_plus_plus "$data" "--architecture=unet_plus_plus for 8 epochs (the U-Net's time), else $flags" \
+    --train_flagfile=$flags --train_args=--architecture=unet_plus_plus,--epochs=8
+done
 echo "$(date) queue: finished"

@@ -19,7 +19,10 @@ from evaluation import postprocess
 
 
 def _load(run):
-  with open(os.path.join(run, "summary.json"), encoding="utf-8") as f:
+  path = os.path.join(run, "summary.json")
+  if not os.path.isfile(path):
+    raise SystemExit(f"error: {path}: not found (has that cross-validation finished?)")
+  with open(path, encoding="utf-8") as f:
     return json.load(f)
 
 

@@ -65,3 +65,12 @@ def test_threshold_sweep_counts_patients_moved_against_half(tmp_path):
   assert result.returncode == 0, result.stderr
   assert "| P (fold0) | 1.000 | 0.667 |" in result.stdout
   assert "| up / down vs 0.5 | 1 / 0 | 0 / 0 |" in result.stdout
+
+
+def test_compare_cv_names_a_run_without_a_summary(tmp_path):
+  (tmp_path / "a").mkdir()
+  result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "a"))
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines() == [
+    f"error: {tmp_path / 'a' / 'summary.json'}: not found (has that cross-validation finished?)"
+  ]

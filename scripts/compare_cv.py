@@ -3,7 +3,8 @@ r"""Side by side: the summaries of several cross_validate_main.py runs, as Markd
   python scripts/compare_cv.py runs/cv_a runs/cv_b [...]
 
 Prints, for the patients every run scored: one row per run with the mean, median and worst
-Dice of its plain, TTA, final and stress-mean masks and its training time; then the Dice
+Dice of its plain, TTA, final and stress-mean masks and its training time; then how much
+tumour each run predicts against the truth (its median ratio of volumes); then the Dice
 per patient of each run's final mask and stress mean; then how many patients each run
 moved up or down against the first. Runs trained on different CPUs are flagged: round-off
 and run-to-run variation then mix with the lever, so compare rows of one machine.
@@ -24,6 +25,19 @@ def _load(run):
     raise SystemExit(f"error: {path}: not found (has that cross-validation finished?)")
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def _volume_ratios(summary, patients):
+  """Predicted over true tumour voxels of each patient's TTA mask: below 1, too little."""
+  return np.array(
+    [
+      row["pred_voxels"] / max(row["gt_voxels"], 1)
+      for row in summary["rows"]
+      if row["variant"] == "tta"
+      and row["region"] == summary["region"]
+      and row["patient_id"] in patients
+    ]
+  )
 
 
 def main(runs):
@@ -54,6 +68,14 @@ def main(runs):
     )
   if len({s.get("cpu") for s in summaries}) > 1:
     print("\nwarning: these runs trained on different CPUs; compare rows of one machine")
+  print("\n| run | predicted / true volume (TTA), median | patients under-segmented |")
+  print("|---|---|---|")
+  for run, summary in zip(runs, summaries):
+    ratios = _volume_ratios(summary, common)
+    print(
+      f"| {os.path.basename(run.rstrip('/'))} | {np.median(ratios):.2f} | "
+      f"{int((ratios < 1).sum())} of {len(ratios)} |"
+    )
   print(
     "\n| patient | fold | "
     + " | ".join(f"{os.path.basename(r.rstrip('/'))} final | stress" for r in runs)

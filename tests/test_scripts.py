@@ -1,5 +1,6 @@
 """The analysis scripts of docs/accuracy.md read stored cross-validation probabilities."""
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,49 @@ def test_compare_cv_names_a_run_without_a_summary(tmp_path):
   assert result.stderr.strip().splitlines() == [
     f"error: {tmp_path / 'a' / 'summary.json'}: not found (has that cross-validation finished?)"
   ]
+
+
+def _summary(run, dice, volumes):
+  """A cross-validation summary.json of two patients: final/TTA Dice and TTA volumes."""
+  run.mkdir()
+  per_patient, rows = [], []
+  for (patient, value), (true, predicted) in zip(dice.items(), volumes):
+    per_patient.append(
+      {
+        "patient_id": patient,
+        "fold": 0,
+        "plain": value,
+        "tta": value,
+        "final": value,
+        "stress_mean": value,
+      }  # fmt: skip
+    )
+    rows.append(
+      {
+        "patient_id": patient,
+        "fold": 0,
+        "variant": "tta",
+        "region": "whole_tumor",
+        "gt_voxels": true,
+        "pred_voxels": predicted,
+      }  # fmt: skip
+    )
+  summary = {
+    "region": "whole_tumor",
+    "cpu": "test CPU",
+    "rules": {"tta": True, "postprocessing": None},
+    "folds": {"0": {"seconds": 10.0, "cpu_seconds": 20.0}},
+    "per_patient": per_patient,
+    "rows": rows,
+  }
+  (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_compare_cv_counts_patients_moved_and_under_segmented(tmp_path):
+  _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(100, 80), (100, 90)])
+  _summary(tmp_path / "b", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)])
+  result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert result.returncode == 0, result.stderr
+  assert "| a | 0.85 | 2 of 2 |" in result.stdout
+  assert "| b | 1.07 | 1 of 2 |" in result.stdout
+  assert "b vs a, final: 1 patients up, 1 down, mean change +0.015" in result.stdout

@@ -90,7 +90,7 @@ def _summary(run, dice, volumes):
         "tta": value,
         "final": value,
         "stress_mean": value,
-      }  # fmt: skip
+      }
     )
     rows.append(
       {
@@ -100,7 +100,7 @@ def _summary(run, dice, volumes):
         "region": "whole_tumor",
         "gt_voxels": true,
         "pred_voxels": predicted,
-      }  # fmt: skip
+      }
     )
   summary = {
     "region": "whole_tumor",

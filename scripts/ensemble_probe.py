@@ -15,21 +15,9 @@ import os
 
 import numpy as np
 
+import cv_tables
 from evaluation import cross_validation
 from evaluation import volume_metrics
-
-
-def stored_probabilities(run, variant):
-  """{(fold dir, patient id): path} of one run's stored probabilities."""
-  paths = {}
-  suffix = f"_{variant}.npz"
-  for fold_dir in sorted(d for d in os.listdir(run) if d.startswith("fold")):
-    directory = os.path.join(run, fold_dir, "cv_probabilities")
-    if os.path.isdir(directory):
-      for name in os.listdir(directory):
-        if name.endswith(suffix):
-          paths[(fold_dir, name[: -len(suffix)])] = os.path.join(directory, name)
-  return paths
 
 
 def main():
@@ -39,7 +27,7 @@ def main():
   args = parser.parse_args()
   if len(args.runs) < 2:
     raise SystemExit("error: give two or more cross-validation folders")
-  stored = [stored_probabilities(run, args.variant) for run in args.runs]
+  stored = [cv_tables.stored_probabilities(run, args.variant) for run in args.runs]
   shared = sorted(set.intersection(*(set(paths) for paths in stored)))
   if not shared:
     raise SystemExit(f"error: {', '.join(args.runs)}: no patient scored by every run")
@@ -54,17 +42,7 @@ def main():
     rows[f"{key[1]} ({key[0]})"] = [
       volume_metrics.score(truth[..., 0], mask, spacing, diagonal).dice for mask in masks
     ]
-  table = np.array(list(rows.values()))
-  print("| patient | " + " | ".join(names) + " | mean of the probabilities |")
-  print("|---" * (len(names) + 2) + "|")
-  for patient, values in rows.items():
-    print(f"| {patient} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
-  for label, values in (
-    ("mean", table.mean(0)),
-    ("median", np.median(table, 0)),
-    ("worst", table.min(0)),
-  ):
-    print(f"| **{label}** | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+  table = cv_tables.print_dice_table([*names, "mean of the probabilities"], rows)
   ensemble = table[:, -1]
   counts = [f"{(ensemble > column).sum()} / {(ensemble < column).sum()}" for column in table.T[:-1]]
   print("| ensemble up / down vs each run | " + " | ".join(counts) + " | |")

@@ -2,9 +2,9 @@
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the same-machine reference first, then the levers that may raise
 # the score (smaller batches, a loss that charges misses more, instance norm, larger
-# slices), then those that check a default, then the region recipe of issue 13. Each is
-# resumable: rerunning this script skips finished rows and folds, and resumes a fold at its
-# last finished epoch. Usage, from the repository root:
+# slices; the region recipe of issue 13 after the first two), then those that check a
+# default. Each is resumable: rerunning this script skips finished rows and folds, and
+# resumes a fold at its last finished epoch. Usage, from the repository root:
 #   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
@@ -35,6 +35,10 @@ row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same
   --train_args=--batch_size=8
 row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
   --train_args=--loss=bce_tversky
+# Issue 13: the region recipe (WT, TC, ET) on the four-modality drop; early, as no real
+# region figure exists yet.
+row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cpu_regions.flags" \
+  --train_flagfile=configs/cpu_regions.flags
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 drop $E/d_160 --context_slices=1 --image_size=160
@@ -45,9 +49,6 @@ drop $E/d_nocrop --context_slices=1 --crop=none
 row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
 drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
 row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
-# Issue 13: the region recipe (WT, TC, ET) on the four-modality drop.
-row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cpu_regions.flags" \
-  --train_flagfile=configs/cpu_regions.flags
 # Issue 13, a region-weighted Dice: the enhancing tumour counts double in the Dice term.
 # (--train_args splits at commas, so the weights go in a flag file.)
 printf -- '--flagfile=configs/cpu_regions.flags\n--region_weights=1,1,2\n' > "$E/regions_et2.flags"

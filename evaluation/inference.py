@@ -78,7 +78,7 @@ def info_for(model: "keras.Model", folder: str) -> dict[str, Any] | None:
 def default_info(model: "keras.Model") -> dict[str, Any]:
   """For a bare model file: FLAIR whole slices, the converter's old rule (a model taking
   other channels is then refused by `Segmenter` in one line)."""
-  recipe = preprocessing.Recipe(image_size=model.input_shape[1], crop="none")
+  recipe = preprocessing.Recipe.before_recipes(model.input_shape[1])
   return {"task": task_of(model), "preprocessing": recipe.to_json(), "val_fold": None}
 
 

@@ -160,8 +160,8 @@ def _recipe_json(manifest):
   """The drop's preprocessing recipe (drops from before crops and context: the old rule)."""
   if "preprocessing" in manifest:
     return preprocessing.Recipe.from_json(manifest["preprocessing"]).to_json()
-  return preprocessing.Recipe(
-    image_size=manifest["image_size"], modalities=tuple(manifest["modalities"]), crop="none"
+  return preprocessing.Recipe.before_recipes(
+    manifest["image_size"], manifest["modalities"]
   ).to_json()
 
 

@@ -80,6 +80,4 @@ def recipe(info):
   if "preprocessing" in info:
     return preprocessing.Recipe.from_json(info["preprocessing"])
   # dataset.json from before the recipe: whole slices, modalities as listed
-  return preprocessing.Recipe(
-    image_size=info["image_size"], modalities=tuple(info["modalities"]), crop="none"
-  )
+  return preprocessing.Recipe.before_recipes(info["image_size"], info["modalities"])

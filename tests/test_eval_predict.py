@@ -12,6 +12,7 @@ import pytest
 from conftest import REAL_DATA, run_script
 from data_prep import convert
 from data_prep import patient_conversion
+from data_prep import preprocessing
 from data_prep import synthetic
 
 SIZE = 32
@@ -117,13 +118,16 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     progress=False,
     options=patient_conversion.ConversionOptions(image_size=64),
   )
+  channels = preprocessing.Recipe().channels  # converted with the defaults
   mismatch = run_script(
     "eval_main.py",
     f"--data_dir={other}",
     f"--model_dir={trained / 'run'}",
     f"--output_dir={tmp_path / 'eval'}",
   )
-  assert mismatch.returncode == 1 and "the model takes (32, 32, 1) slices" in mismatch.stderr
+  assert (
+    mismatch.returncode == 1 and f"the model takes (32, 32, {channels}) slices" in mismatch.stderr
+  )
   empty_fold = run_script(
     "eval_main.py",
     f"--data_dir={trained / 'tfrecords'}",

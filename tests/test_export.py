@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_module
+from data_prep import preprocessing
 from model import serializable  # noqa: F401  (custom objects for load_model)
 
 # Runs in a fresh interpreter: imports of this project's packages fail (it is installed in
@@ -36,6 +37,9 @@ print(json.dumps({"inputs": {k: [v.shape.as_list(), v.dtype.name] for k, v in in
                   "project_loaded": sorted(m for m in sys.modules if m.split(".")[0] in
                                            ("data_prep", "input_pipeline", "model", "training"))}))
 """
+
+
+CHANNELS = preprocessing.Recipe().channels  # the tiny drop is converted with the defaults
 
 
 @pytest.fixture(name="run_dir")
@@ -73,10 +77,10 @@ def test_training_exports_a_saved_model_that_serves_without_the_project(run_dir,
   saved_model = run_dir / "saved_model"
   assert (saved_model / "saved_model.pb").is_file() and (saved_model / "variables").is_dir()
   assert not [n for n in os.listdir(run_dir) if n.startswith(".saved_model")]  # no leftovers
-  x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
+  x = np.random.default_rng(0).normal(size=(3, 32, 32, CHANNELS)).astype(np.float32)
   signature, probabilities = _serve_in_fresh_process(saved_model, x, tmp_path)
   assert signature == {
-    "inputs": {"image": [[None, 32, 32, 1], "float32"]},
+    "inputs": {"image": [[None, 32, 32, CHANNELS], "float32"]},
     "outputs": {"probabilities": [[None, 32, 32, 1], "float32"]},
     "project_loaded": [],
   }
@@ -94,7 +98,7 @@ def test_export_main_exports_and_reexports_an_older_run(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"exported: {older / 'saved_model'}" in result.stdout
   assert sorted(os.listdir(older)) == ["best_model.keras", "saved_model"]
-  x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype(np.float32)
+  x = np.random.default_rng(1).normal(size=(2, 32, 32, CHANNELS)).astype(np.float32)
   signature = tf.saved_model.load(str(older / "saved_model")).signatures["serving_default"]
   np.testing.assert_allclose(
     signature(image=tf.constant(x))["probabilities"].numpy(),

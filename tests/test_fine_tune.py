@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import TINY_TRAIN_FLAGS
 from conftest import TINY_TRAINING
 from conftest import run_script
+from data_prep import preprocessing
 from model import serializable  # noqa: F401  (custom objects for load_model)
 from model import blocks
 from model import unet
@@ -84,8 +85,12 @@ def test_cli_fine_tunes_with_a_frozen_encoder(source, tmp_path):
   assert any(not np.array_equal(a, b) for name in decoder for a, b in pairs(name))
 
 
+CHANNELS = preprocessing.Recipe().channels  # the tiny drop is converted with the defaults
+
+
 def _saved(tmp_path, name, **config):
   path = tmp_path / name
+  config = {"channels": CHANNELS, **config}
   unet.build_model(dataclasses.replace(unet.TINY, **config)).save(path)
   return path
 
@@ -97,17 +102,17 @@ def _saved(tmp_path, name, **config):
     (lambda p: p, "no such file (a run folder holds the best_model.keras"),
     (
       lambda p: _saved(p, "four.keras", channels=4),
-      "the model maps [N, 32, 32, 4] -> [N, 32, 32, 1]; this run needs [N, 32, 32, 1] -> "
-      "[N, 32, 32, 1]",
+      f"the model maps [N, 32, 32, 4] -> [N, 32, 32, 1]; this run needs [N, 32, 32, {CHANNELS}] "
+      "-> [N, 32, 32, 1]",
     ),
     (
       lambda p: _saved(p, "regions.keras", num_outputs=3),
-      "the model maps [N, 32, 32, 1] -> [N, 32, 32, 3]; this run needs",
+      f"the model maps [N, 32, 32, {CHANNELS}] -> [N, 32, 32, 3]; this run needs",
     ),
     (
       lambda p: _saved(p, "wide.keras", base_filters=8),
-      "this run's layer down0_conv1 (weights [(3, 3, 1, 4)]) does not fit: the source has it "
-      "with weights [(3, 3, 1, 8)]",
+      f"this run's layer down0_conv1 (weights [(3, 3, {CHANNELS}, 4)]) does not fit: the source "
+      f"has it with weights [(3, 3, {CHANNELS}, 8)]",
     ),
   ],
   ids=["missing", "empty_folder", "channels", "outputs", "layers"],

@@ -43,7 +43,7 @@ def _save_run(run_dir, seed, recipe, task="whole_tumor"):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("runs")
-  recipe = preprocessing.Recipe(image_size=SIZE)
+  recipe = preprocessing.Recipe(image_size=SIZE, context_slices=0)  # one channel
   _save_run(str(root / "fold0"), 0, recipe)
   _save_run(str(root / "fold1"), 1, recipe)
   _save_run(str(root / "context"), 2, preprocessing.Recipe(image_size=SIZE, context_slices=1))

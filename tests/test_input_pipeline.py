@@ -66,7 +66,7 @@ def test_round_trip_from_source_to_batches(data_dir):
     )
     for image, label, k in zip(expected.images, expected.labels, expected.slice_indices):
       got_image, got_target = examples[(f"BraTS20_Training_{number:03d}", int(k))]
-      assert got_image.dtype == np.float32 and got_image.shape == (SIZE, SIZE, 1)
+      assert got_image.dtype == np.float32 and got_image.shape == image.shape
       np.testing.assert_allclose(got_image, image, atol=5e-3, rtol=1e-3)
       np.testing.assert_array_equal(got_target[..., 0], label > 0)
       np.testing.assert_array_equal(got_target[..., 1], (label == 1) | (label == 3))
@@ -297,7 +297,8 @@ def test_mirrored_strategy_gets_per_replica_batches(data_dir):
   )
   images, targets = next(iter(dataset))
   local = strategy.experimental_local_results(images)
-  assert len(local) == 2 and all(t.shape == (4, SIZE, SIZE, 1) for t in local)
+  channels = preprocessing.Recipe().channels  # the converter's default
+  assert len(local) == 2 and all(t.shape == (4, SIZE, SIZE, channels) for t in local)
 
 
 def test_clear_errors_for_missing_or_empty_data(data_dir, tmp_path):

@@ -126,7 +126,7 @@ def test_recipe_with_context_keeps_brain_slices_and_centres_them():
   assert not slices.images[0, ..., 0].any()  # slice 0 has no brain: normalized to zeros
   np.testing.assert_array_equal(slices.images[1, ..., 0], slices.images[0, ..., 1])
   np.testing.assert_array_equal(slices.images[3, ..., 2], slices.images[3, ..., 1])  # edge
-  plain = preprocessing.Recipe(image_size=32).preprocess(image, None, "nifti")
+  plain = preprocessing.Recipe(image_size=32, context_slices=0).preprocess(image, None, "nifti")
   np.testing.assert_allclose(plain.images[..., 0], slices.images[..., 1], atol=1e-5)
 
 

@@ -89,7 +89,7 @@ def test_training_writes_every_output_and_the_models_agree(data_dir, tmp_path):
   assert f"--model_dir={model_dir}" in (model_dir / "flags.txt").read_text()
   keras_model = keras.models.load_model(model_dir / "best_model.keras")
   h5_model = keras.models.load_model(model_dir / "best_model.h5", compile=False)
-  x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
+  x = np.random.default_rng(0).normal(size=(3, *keras_model.input_shape[1:])).astype(np.float32)
   np.testing.assert_allclose(
     keras_model.predict(x, verbose=0), h5_model.predict(x, verbose=0), atol=1e-6
   )

@@ -44,7 +44,7 @@ step $PYTHON predict_main.py --model_dir="$DEMO_DIR/run" --input="$DEMO_DIR/new_
 
 echo
 echo "demo finished in $(( $(date +%s) - start )) s on $($PYTHON -c \
-  'from training import run_info; print(run_info.cpu_model())')"
+  'from data_prep import machine; print(machine.cpu_model())')"
 echo "  converted drops:   $DEMO_DIR/tfrecords/*/manifest.json (overlays in */overlays/)"
 echo "  training:          $DEMO_DIR/run/ (best_model.keras, best_model.h5, history.csv, training_curves.png)"
 echo "  TF Serving:        $DEMO_DIR/run/saved_model/ (docs/deploy.md)"

@@ -8,6 +8,7 @@ import pytest
 
 from data_prep import convert
 from data_prep import patient_conversion
+from data_prep import preprocessing
 from data_prep import sources
 from data_prep import synthetic
 from evaluation import inference
@@ -77,3 +78,12 @@ def test_the_contract_records_what_prediction_needs(tmp_path):
   with pytest.raises(contract.ContractError, match="dataset.json"):
     (tmp_path / contract.DATASET_INFO).write_text("[1, 2]")
     contract.read(str(tmp_path))
+
+
+def test_records_from_before_recipes_read_as_whole_slices_without_context():
+  old_info = {"task": "whole_tumor", "image_size": 64, "modalities": ["flair", "t2"]}
+  old_recipe = contract.recipe(old_info)
+  assert (old_recipe.crop, old_recipe.context_slices, old_recipe.channels) == ("none", 0, 2)
+  old_entry = {"image_size": 64, "modalities": ["flair"]}  # a manifest recipe before crops
+  assert preprocessing.Recipe.from_json(old_entry) == preprocessing.Recipe.before_recipes(64)
+  assert preprocessing.Recipe().context_slices == 1  # while new drops carry context

@@ -6,8 +6,10 @@ Prints, for the patients every run scored: one row per run with the mean, median
 Dice of its plain, TTA, final and stress-mean masks and its training time; then how much
 tumour each run predicts against the truth (its median ratio of volumes); then the Dice
 per patient of each run's final mask and stress mean; then how many patients each run
-moved up or down against the first. Runs trained on different CPUs are flagged: round-off
-and run-to-run variation then mix with the lever, so compare rows of one machine.
+moved up or down against the first; for region runs (`--task=regions`) also each region's
+final Dice (mean / median / worst, and patients moved against the first). Runs trained on
+different CPUs are flagged: round-off and run-to-run variation then mix with the lever, so
+compare rows of one machine.
 """
 
 import json
@@ -38,6 +40,39 @@ def _volume_ratios(summary, patients):
       and row["patient_id"] in patients
     ]
   )
+
+
+def _final_dice_by_region(summary, patients):
+  """{region: {patient: final Dice}} over the regions the run scored."""
+  table = {}
+  for row in summary["rows"]:
+    if row["variant"] == "final" and row["patient_id"] in patients:
+      table.setdefault(row["region"], {})[row["patient_id"]] = row["dice"]
+  return table
+
+
+def _print_regions(runs, summaries, common):
+  by_run = [_final_dice_by_region(s, common) for s in summaries]
+  regions = [r for r in by_run[0] if all(r in table for table in by_run)]
+  if len(regions) < 2:
+    return
+  print("\n| run | " + " | ".join(f"{r} final" for r in regions) + " |")
+  print("|---" * (len(regions) + 1) + "|")
+  for run, table in zip(runs, by_run):
+    cells = [np.array(list(table[r].values())) for r in regions]
+    print(
+      f"| {os.path.basename(run.rstrip('/'))} | "
+      + " | ".join(f"{v.mean():.3f} / {np.median(v):.3f} / {v.min():.3f}" for v in cells)
+      + " |"
+    )
+  for run, table in zip(runs[1:], by_run[1:]):
+    for region in regions:
+      delta = np.array([table[region][p] - by_run[0][region][p] for p in common])
+      print(
+        f"\n{os.path.basename(run.rstrip('/'))} vs {os.path.basename(runs[0].rstrip('/'))}, "
+        f"{region} final: {int((delta > 0).sum())} patients up, {int((delta < 0).sum())} down, "
+        f"mean change {delta.mean():+.3f}"
+      )
 
 
 def main(runs):
@@ -100,6 +135,7 @@ def main(runs):
         f"{column}: {int((delta > 0).sum())} patients up, {int((delta < 0).sum())} down, "
         f"mean change {delta.mean():+.3f}"
       )
+  _print_regions(runs, summaries, common)
 
 
 if __name__ == "__main__":

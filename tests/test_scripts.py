@@ -77,8 +77,9 @@ def test_compare_cv_names_a_run_without_a_summary(tmp_path):
   ]
 
 
-def _summary(run, dice, volumes):
-  """A cross-validation summary.json of two patients: final/TTA Dice and TTA volumes."""
+def _summary(run, dice, volumes, enhancing=None):
+  """A cross-validation summary.json of two patients: final/TTA Dice and TTA volumes, and
+  with `enhancing` ({patient: final ET Dice}) the rows of a region run."""
   run.mkdir()
   per_patient, rows = [], []
   for (patient, value), (true, predicted) in zip(dice.items(), volumes):
@@ -102,6 +103,11 @@ def _summary(run, dice, volumes):
         "pred_voxels": predicted,
       }
     )
+  for patient, value in (enhancing or {}).items():
+    for region, region_dice in (("whole_tumor", dice[patient]), ("enhancing_tumor", value)):
+      rows.append(
+        {"patient_id": patient, "variant": "final", "region": region, "dice": region_dice}
+      )
   summary = {
     "region": "whole_tumor",
     "cpu": "test CPU",
@@ -121,3 +127,18 @@ def test_compare_cv_counts_patients_moved_and_under_segmented(tmp_path):
   assert "| a | 0.85 | 2 of 2 |" in result.stdout
   assert "| b | 1.07 | 1 of 2 |" in result.stdout
   assert "b vs a, final: 1 patients up, 1 down, mean change +0.015" in result.stdout
+
+
+def test_compare_cv_compares_each_region_of_region_runs(tmp_path):
+  _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.5, "P2": 1.0})
+  _summary(tmp_path / "b", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.7, "P2": 0.6})
+  result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert result.returncode == 0, result.stderr
+  assert "| a | 0.850 / 0.850 / 0.800 | 0.750 / 0.750 / 0.500 |" in result.stdout
+  assert "| b | 0.850 / 0.850 / 0.800 | 0.650 / 0.650 / 0.600 |" in result.stdout
+  assert "b vs a, enhancing_tumor final: 1 patients up, 1 down, mean change -0.100" in (
+    result.stdout
+  )
+  _summary(tmp_path / "c", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)])  # whole tumour only
+  whole_tumor_only = _run("compare_cv.py", str(tmp_path / "c"))
+  assert whole_tumor_only.returncode == 0 and "whole_tumor final" not in whole_tumor_only.stdout

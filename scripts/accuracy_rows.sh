@@ -16,7 +16,7 @@ row() {  # row NAME DATA_DIR DESCRIPTION [extra cross_validate flags...]
   local name=$1 data=$2 desc=$3; shift 3
   if [ -f "$E/$name/summary.md" ] && [ -z "${FORCE:-}" ]; then echo "$(date) $name: done"; return; fi
   echo "$(date) $name: start"
-  $PY cross_validate_main.py --data_dir="$data" --output_dir="$E/$name" --folds=4,0,3 --stress=all \
+  $PY cross_validate_main.py --data_dir="$data" --output_dir="$E/$name" --folds="${FOLDS:-4,0,3}" --stress=all \
     --description="$desc" "$@" >> "$E/$name.log" 2>&1
   echo "$(date) $name: exit $?"
 }
@@ -39,6 +39,12 @@ row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed t
 # region figure exists yet.
 row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cpu_regions.flags" \
   --train_flagfile=configs/cpu_regions.flags
+# Issue 12: the defaults on all five folds (20 patients) and their fold ensemble. Folds 4, 0
+# and 3 are cv_candidate's, copied (the same flags and drop), so only folds 1 and 2 train.
+if [ -f "$E/cv_candidate/summary.md" ] && [ ! -d "$E/cv_candidate5" ]; then
+  mkdir -p "$E/cv_candidate5" && for f in 4 0 3; do cp -r "$E/cv_candidate/fold$f" "$E/cv_candidate5/"; done
+fi
+FOLDS=4,0,3,1,2 row cv_candidate5 $E/d_ctx1 "The candidate (today's defaults) on all five folds; folds 4, 0 and 3 are cv_candidate's"
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 drop $E/d_160 --context_slices=1 --image_size=160

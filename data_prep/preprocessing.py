@@ -363,12 +363,13 @@ class Recipe:
 
   @classmethod
   def from_json(cls, entry):
-    """Reads a recipe; manifests written before crops and context read as the old rule."""
-    return cls(
-      image_size=int(entry["image_size"]),
-      modalities=tuple(entry["modalities"]),
-      normalization=entry.get("normalization", "zscore_brain"),
-      normalization_scope=entry.get("normalization_scope", "auto"),
-      crop=entry.get("crop", "none"),
-      context_slices=int(entry.get("context_slices", 0)),
+    """Reads a recipe; what a manifest written before crops and context lacks reads as the
+    rule of `before_recipes`."""
+    old = cls.before_recipes(entry["image_size"], entry["modalities"])
+    return dataclasses.replace(
+      old,
+      normalization=entry.get("normalization", old.normalization),
+      normalization_scope=entry.get("normalization_scope", old.normalization_scope),
+      crop=entry.get("crop", old.crop),
+      context_slices=int(entry.get("context_slices", old.context_slices)),
     )

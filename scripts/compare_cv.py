@@ -29,6 +29,23 @@ def _load(run):
     return json.load(f)
 
 
+def _name(run):
+  return os.path.basename(run.rstrip("/"))
+
+
+def _spread(values):
+  """'mean / median / worst' of Dice values."""
+  values = np.asarray(values)
+  return f"{values.mean():.3f} / {np.median(values):.3f} / {values.min():.3f}"
+
+
+def _print_moved(run, first_run, label, delta):
+  print(
+    f"\n{_name(run)} vs {_name(first_run)}, {label}: {int((delta > 0).sum())} patients up, "
+    f"{int((delta < 0).sum())} down, mean change {delta.mean():+.3f}"
+  )
+
+
 def _volume_ratios(summary, patients):
   """Predicted over true tumour voxels of each patient's TTA mask: below 1, too little."""
   return np.array(
@@ -59,20 +76,13 @@ def _print_regions(runs, summaries, common):
   print("\n| run | " + " | ".join(f"{r} final" for r in regions) + " |")
   print("|---" * (len(regions) + 1) + "|")
   for run, table in zip(runs, by_run):
-    cells = [np.array(list(table[r].values())) for r in regions]
     print(
-      f"| {os.path.basename(run.rstrip('/'))} | "
-      + " | ".join(f"{v.mean():.3f} / {np.median(v):.3f} / {v.min():.3f}" for v in cells)
-      + " |"
+      f"| {_name(run)} | " + " | ".join(_spread(list(table[r].values())) for r in regions) + " |"
     )
   for run, table in zip(runs[1:], by_run[1:]):
     for region in regions:
       delta = np.array([table[region][p] - by_run[0][region][p] for p in common])
-      print(
-        f"\n{os.path.basename(run.rstrip('/'))} vs {os.path.basename(runs[0].rstrip('/'))}, "
-        f"{region} final: {int((delta > 0).sum())} patients up, {int((delta < 0).sum())} down, "
-        f"mean change {delta.mean():+.3f}"
-      )
+      _print_moved(run, runs[0], f"{region} final", delta)
 
 
 def main(runs):
@@ -86,15 +96,12 @@ def main(runs):
   print("| run | " + " | ".join(columns) + " | training s (folds) | CPU s (folds) | rules | CPU |")
   print("|---" * (len(columns) + 5) + "|")
   for run, summary, patients in zip(runs, summaries, by_run):
-    cells = []
-    for column in columns:
-      values = np.array([p[column] for p in patients.values()])
-      cells.append(f"{values.mean():.3f} / {np.median(values):.3f} / {values.min():.3f}")
+    cells = [_spread([p[column] for p in patients.values()]) for column in columns]
     seconds = [f["seconds"] for f in summary["folds"].values() if f.get("seconds")]
     cpu = [f["cpu_seconds"] for f in summary["folds"].values() if f.get("cpu_seconds")]
     rules = summary["rules"]
     print(
-      f"| {os.path.basename(run.rstrip('/'))} | "
+      f"| {_name(run)} | "
       + " | ".join(cells)
       + f" | {sum(seconds):.0f} ({len(seconds)}) | {sum(cpu):.0f} ({len(cpu)})"
       + f" | TTA {'on' if rules['tta'] else 'off'}, "
@@ -108,14 +115,9 @@ def main(runs):
   for run, summary in zip(runs, summaries):
     ratios = _volume_ratios(summary, common)
     print(
-      f"| {os.path.basename(run.rstrip('/'))} | {np.median(ratios):.2f} | "
-      f"{int((ratios < 1).sum())} of {len(ratios)} |"
+      f"| {_name(run)} | {np.median(ratios):.2f} | {int((ratios < 1).sum())} of {len(ratios)} |"
     )
-  print(
-    "\n| patient | fold | "
-    + " | ".join(f"{os.path.basename(r.rstrip('/'))} final | stress" for r in runs)
-    + " |"
-  )
+  print("\n| patient | fold | " + " | ".join(f"{_name(r)} final | stress" for r in runs) + " |")
   print("|---|---" + "|---|---" * len(runs) + "|")
   for patient in sorted(common, key=lambda p: (by_run[0][p]["fold"], p)):
     print(
@@ -130,11 +132,7 @@ def main(runs):
   for run, patients in zip(runs[1:], by_run[1:]):
     for column in ("tta", "final", "stress_mean"):
       delta = np.array([patients[p][column] - first[p][column] for p in common])
-      print(
-        f"\n{os.path.basename(run.rstrip('/'))} vs {os.path.basename(runs[0].rstrip('/'))}, "
-        f"{column}: {int((delta > 0).sum())} patients up, {int((delta < 0).sum())} down, "
-        f"mean change {delta.mean():+.3f}"
-      )
+      _print_moved(run, runs[0], column, delta)
   _print_regions(runs, summaries, common)
 
 

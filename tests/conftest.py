@@ -20,6 +20,7 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from data_prep import convert  # pylint: disable=wrong-import-position
 from data_prep import patient_conversion  # pylint: disable=wrong-import-position
+from data_prep import preprocessing  # pylint: disable=wrong-import-position
 from data_prep import synthetic  # pylint: disable=wrong-import-position
 
 # Two logical CPU devices for MirroredStrategy tests; must happen before TensorFlow starts.
@@ -61,6 +62,9 @@ def run_module(module, *args, check=False, timeout=600):
 
 
 # Flags of the tiny model the end-to-end tests train (seconds per epoch on 2 cores).
+# Input channels of a drop converted with the defaults (tiny_drop and the tests' own drops).
+DEFAULT_CHANNELS = preprocessing.Recipe().channels
+
 TINY_TRAINING = {
   "base_filters": 4,
   "depth": 2,

@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import DEFAULT_CHANNELS
 from conftest import REAL_DATA, run_script
 from data_prep import convert
 from data_prep import patient_conversion
-from data_prep import preprocessing
 from data_prep import synthetic
 
 SIZE = 32
@@ -118,7 +118,6 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     progress=False,
     options=patient_conversion.ConversionOptions(image_size=64),
   )
-  channels = preprocessing.Recipe().channels  # converted with the defaults
   mismatch = run_script(
     "eval_main.py",
     f"--data_dir={other}",
@@ -126,7 +125,8 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     f"--output_dir={tmp_path / 'eval'}",
   )
   assert (
-    mismatch.returncode == 1 and f"the model takes (32, 32, {channels}) slices" in mismatch.stderr
+    mismatch.returncode == 1
+    and f"the model takes (32, 32, {DEFAULT_CHANNELS}) slices" in mismatch.stderr
   )
   empty_fold = run_script(
     "eval_main.py",

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import DEFAULT_CHANNELS as CHANNELS
 from conftest import run_module
-from data_prep import preprocessing
 from model import serializable  # noqa: F401  (custom objects for load_model)
 
 # Runs in a fresh interpreter: imports of this project's packages fail (it is installed in
@@ -37,9 +37,6 @@ print(json.dumps({"inputs": {k: [v.shape.as_list(), v.dtype.name] for k, v in in
                   "project_loaded": sorted(m for m in sys.modules if m.split(".")[0] in
                                            ("data_prep", "input_pipeline", "model", "training"))}))
 """
-
-
-CHANNELS = preprocessing.Recipe().channels  # the tiny drop is converted with the defaults
 
 
 @pytest.fixture(name="run_dir")

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from conftest import TINY_TRAIN_FLAGS
 from conftest import TINY_TRAINING
+from conftest import DEFAULT_CHANNELS as CHANNELS
 from conftest import run_script
-from data_prep import preprocessing
 from model import serializable  # noqa: F401  (custom objects for load_model)
 from model import blocks
 from model import unet
@@ -83,9 +83,6 @@ def test_cli_fine_tunes_with_a_frozen_encoder(source, tmp_path):
     for mine, theirs in pairs(name):
       np.testing.assert_array_equal(mine, theirs)
   assert any(not np.array_equal(a, b) for name in decoder for a, b in pairs(name))
-
-
-CHANNELS = preprocessing.Recipe().channels  # the tiny drop is converted with the defaults
 
 
 def _saved(tmp_path, name, **config):

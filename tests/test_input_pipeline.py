@@ -16,6 +16,7 @@ from input_pipeline import augment
 from input_pipeline import decode
 from input_pipeline import manifests
 from input_pipeline import reader
+from conftest import DEFAULT_CHANNELS
 from conftest import run_module
 
 NUM_SLICES = 24
@@ -297,8 +298,7 @@ def test_mirrored_strategy_gets_per_replica_batches(data_dir):
   )
   images, targets = next(iter(dataset))
   local = strategy.experimental_local_results(images)
-  channels = preprocessing.Recipe().channels  # the converter's default
-  assert len(local) == 2 and all(t.shape == (4, SIZE, SIZE, channels) for t in local)
+  assert len(local) == 2 and all(t.shape == (4, SIZE, SIZE, DEFAULT_CHANNELS) for t in local)
 
 
 def test_clear_errors_for_missing_or_empty_data(data_dir, tmp_path):

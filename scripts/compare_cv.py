@@ -17,6 +17,7 @@ import os
 import sys
 
 import numpy as np
+from cv_tables import run_name
 
 from evaluation import postprocess
 
@@ -29,10 +30,6 @@ def _load(run):
     return json.load(f)
 
 
-def _name(run):
-  return os.path.basename(run.rstrip("/"))
-
-
 def _spread(values):
   """'mean / median / worst' of Dice values."""
   values = np.asarray(values)
@@ -41,7 +38,7 @@ def _spread(values):
 
 def _print_moved(run, first_run, label, delta):
   print(
-    f"\n{_name(run)} vs {_name(first_run)}, {label}: {int((delta > 0).sum())} patients up, "
+    f"\n{run_name(run)} vs {run_name(first_run)}, {label}: {int((delta > 0).sum())} patients up, "
     f"{int((delta < 0).sum())} down, mean change {delta.mean():+.3f}"
   )
 
@@ -77,7 +74,7 @@ def _print_regions(runs, summaries, common):
   print("|---" * (len(regions) + 1) + "|")
   for run, table in zip(runs, by_run):
     print(
-      f"| {_name(run)} | " + " | ".join(_spread(list(table[r].values())) for r in regions) + " |"
+      f"| {run_name(run)} | " + " | ".join(_spread(list(table[r].values())) for r in regions) + " |"
     )
   for run, table in zip(runs[1:], by_run[1:]):
     for region in regions:
@@ -101,7 +98,7 @@ def main(runs):
     cpu = [f["cpu_seconds"] for f in summary["folds"].values() if f.get("cpu_seconds")]
     rules = summary["rules"]
     print(
-      f"| {_name(run)} | "
+      f"| {run_name(run)} | "
       + " | ".join(cells)
       + f" | {sum(seconds):.0f} ({len(seconds)}) | {sum(cpu):.0f} ({len(cpu)})"
       + f" | TTA {'on' if rules['tta'] else 'off'}, "
@@ -115,9 +112,9 @@ def main(runs):
   for run, summary in zip(runs, summaries):
     ratios = _volume_ratios(summary, common)
     print(
-      f"| {_name(run)} | {np.median(ratios):.2f} | {int((ratios < 1).sum())} of {len(ratios)} |"
+      f"| {run_name(run)} | {np.median(ratios):.2f} | {int((ratios < 1).sum())} of {len(ratios)} |"
     )
-  print("\n| patient | fold | " + " | ".join(f"{_name(r)} final | stress" for r in runs) + " |")
+  print("\n| patient | fold | " + " | ".join(f"{run_name(r)} final | stress" for r in runs) + " |")
   print("|---|---" + "|---|---" * len(runs) + "|")
   for patient in sorted(common, key=lambda p: (by_run[0][p]["fold"], p)):
     print(

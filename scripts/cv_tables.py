@@ -6,6 +6,11 @@ import os
 import numpy as np
 
 
+def run_name(run):
+  """A cross-validation folder's name as the tables print it: `runs/cv_a/` -> `cv_a`."""
+  return os.path.basename(os.path.normpath(run))
+
+
 def stored_probabilities(run, variant):
   """{(fold dir, patient id): path} of one run's stored probabilities."""
   paths = {}

@@ -11,7 +11,6 @@ seeds measure what a seed ensemble adds; runs of different recipes only bound it
 """
 
 import argparse
-import os
 
 import numpy as np
 
@@ -31,7 +30,7 @@ def main():
   shared = sorted(set.intersection(*(set(paths) for paths in stored)))
   if not shared:
     raise SystemExit(f"error: {', '.join(args.runs)}: no patient scored by every run")
-  names = [os.path.basename(os.path.normpath(run)) for run in args.runs]
+  names = [cv_tables.run_name(run) for run in args.runs]
   rows = {}
   for key in shared:
     probabilities = []

@@ -2,6 +2,10 @@ r"""Side by side: the summaries of several cross_validate_main.py runs, as Markd
 
   python scripts/compare_cv.py runs/cv_a runs/cv_b [...]
 
+A run is a cross-validation folder or its `summary.json` kept elsewhere (docs/results/ keeps
+those of the rows in docs/accuracy.md, named after the row, so a new row can be compared
+with them after their folders are gone).
+
 Prints, for the patients every run scored: one row per run with the mean, median and worst
 Dice of its plain, TTA, final and stress-mean masks and its training time; then how much
 tumour each run predicts against the truth (its median ratio of volumes); then the Dice
@@ -23,7 +27,7 @@ from evaluation import postprocess
 
 
 def _load(run):
-  path = os.path.join(run, "summary.json")
+  path = run if run.endswith(".json") else os.path.join(run, "summary.json")
   if not os.path.isfile(path):
     raise SystemExit(f"error: {path}: not found (has that cross-validation finished?)")
   with open(path, encoding="utf-8") as f:

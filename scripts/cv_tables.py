@@ -7,8 +7,9 @@ import numpy as np
 
 
 def run_name(run):
-  """A cross-validation folder's name as the tables print it: `runs/cv_a/` -> `cv_a`."""
-  return os.path.basename(os.path.normpath(run))
+  """A run's name as the tables print it: `runs/cv_a/` and `docs/results/cv_a.json` -> `cv_a`."""
+  name = os.path.basename(os.path.normpath(run))
+  return name.removesuffix(".json")
 
 
 def stored_probabilities(run, variant):

@@ -129,6 +129,17 @@ def test_compare_cv_counts_patients_moved_and_under_segmented(tmp_path):
   assert "b vs a, final: 1 patients up, 1 down, mean change +0.015" in result.stdout
 
 
+def test_compare_cv_reads_a_summary_kept_outside_its_run(tmp_path):
+  _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(100, 80), (100, 90)])
+  _summary(tmp_path / "b", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)])
+  kept = tmp_path / "kept"
+  kept.mkdir()
+  (tmp_path / "a" / "summary.json").rename(kept / "cv_a.json")
+  result = _run("compare_cv.py", str(kept / "cv_a.json"), str(tmp_path / "b"))
+  assert result.returncode == 0, result.stderr
+  assert "b vs cv_a, final: 1 patients up, 1 down, mean change +0.015" in result.stdout
+
+
 def test_compare_cv_compares_each_region_of_region_runs(tmp_path):
   _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.5, "P2": 1.0})
   _summary(tmp_path / "b", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.7, "P2": 0.6})

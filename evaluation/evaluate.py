@@ -295,9 +295,7 @@ def evaluate(
     if stress_rows:
       metrics["stress"] = _stress_metrics(stress_rows, regions)
     _write_outputs(output_dir, rows, metrics, stress_rows)
-    overlay_files, gif_files = _draw(
-      output_dir, scratch, rows, regions[0], overlays, gif, gif_scale
-    )
+    overlay_files, gif_files = _draw(output_dir, scratch, rows, task, overlays, gif, gif_scale)
     run_dirs = [
       m.path if os.path.isdir(m.path) else os.path.dirname(m.path) for m in segmenter.members
     ]
@@ -314,7 +312,15 @@ def evaluate(
   return metrics
 
 
+def _brain_scaled(image):
+  """A source volume scaled by its brain's 99.5th percentile, so it keeps in float16."""
+  brain = image[image > 0]
+  return image / max(float(np.percentile(brain, 99.5)) if brain.size else 1.0, 1e-6)
+
+
 def _picture(images, truth, prediction, slice_index):
+  """What the overlays and GIFs need of a patient: images [S, H, W, K] (each region's
+  background) and truth and prediction masks [S, H, W, K]."""
   return {
     "image": images.astype(np.float16),
     "truth": truth,
@@ -347,8 +353,9 @@ def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, prog
             "hd95_mm": scores["hd95_mm"],
           }
         )
-    flair = volume.image[
-      ..., recipe.modalities.index("flair") if "flair" in recipe.modalities else 0
+    backgrounds = [
+      _brain_scaled(volume.image[..., m])
+      for m in pictures.background_modalities(recipe.modalities, segmenter.task)
     ]
     yield {
       "patient_id": patient_id,
@@ -358,11 +365,7 @@ def _source_cases(segmenter, sources, layout, regions, stress, stress_rows, prog
       "target": case.truth,
       "slice_index": volume.slice_indices,
       "picture": _picture(
-        flair
-        / max(float(np.percentile(flair[flair > 0], 99.5)) if (flair > 0).any() else 1.0, 1e-6),
-        case.truth[..., 0],
-        segmentation.masks[..., 0],
-        volume.slice_indices,
+        np.stack(backgrounds, axis=-1), case.truth, segmentation.masks, volume.slice_indices
       ),
     }
 
@@ -378,7 +381,9 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
     with_metadata=True,
     global_batch_size=batch_size,
   )
-  centre = segmenter.recipe.context_slices * len(segmenter.recipe.modalities)
+  recipe = segmenter.recipe
+  centre = recipe.context_slices * len(recipe.modalities)  # the first channel of the slice itself
+  backgrounds = [centre + m for m in pictures.background_modalities(recipe.modalities, task)]
   for stack in tqdm.tqdm(
     patient_stacks(segmenter, dataset),
     total=len(layout.patients),
@@ -398,9 +403,9 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
       "target": stack.target,
       "slice_index": stack.slice_indices,
       "picture": _picture(
-        stack.images[..., centre],
-        stack.target[..., 0] > 0,
-        stack.probability[..., 0] > THRESHOLD,
+        stack.images[..., backgrounds],
+        stack.target > 0,
+        stack.probability > THRESHOLD,
         stack.slice_indices,
       ),
     }
@@ -468,9 +473,9 @@ def ranked_patients(rows: Sequence[dict[str, Any]], region: str) -> dict[str, st
   return {"worst": ids[0], "median": ids[len(ids) // 2], "best": ids[-1]}
 
 
-def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
+def _draw(output_dir, scratch, rows, task, overlays, gif, gif_scale):
   """Draws the overlays and GIFs; returns the paths written, relative to `output_dir`."""
-  chosen = ranked_patients(rows, region)
+  chosen = ranked_patients(rows, decode.REGION_NAMES[task][0])
   overlay_files, gif_files = [], []
   gif_patients = (
     sorted({r["patient_id"] for r in rows})
@@ -483,10 +488,14 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
     os.makedirs(os.path.join(output_dir, "overlays"), exist_ok=True)
     for rank, patient_id in chosen.items():
       with np.load(os.path.join(scratch, f"{patient_id}.npz")) as data:
-        area = (data["truth"] | data["prediction"]).sum(axis=(1, 2))
+        area = (data["truth"][..., 0] | data["prediction"][..., 0]).sum(axis=(1, 2))
         i = int(np.argmax(area))
-        picture = overlays_lib.overlay_rgb(
-          data["image"][i].astype(np.float32), data["truth"][i], data["prediction"][i], scale=2
+        picture = pictures.region_panels(
+          data["image"][i].astype(np.float32),
+          data["truth"][i],
+          data["prediction"][i],
+          task,
+          scale=2,
         )
         name = f"{rank}_{patient_id}_slice{int(data['slice_index'][i]):03d}.png"
       overlays_lib.save_png(os.path.join(output_dir, "overlays", name), picture)
@@ -500,6 +509,7 @@ def _draw(output_dir, scratch, rows, region, overlays, gif, gif_scale):
           data["image"].astype(np.float32),
           data["truth"],
           data["prediction"],
+          task,
           scale=gif_scale,
         )
       gif_files.append(f"gifs/{patient_id}.gif")

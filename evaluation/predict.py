@@ -104,14 +104,15 @@ def predict_case(
   gif_path = None
   if gif:
     gif_path = os.path.join(output_dir, f"{source.patient_id}_pred.gif")
-    slices = segmentation.slices
-    centre = segmenter.recipe.context_slices * len(segmenter.recipe.modalities)
-    truth = None if slices.labels is None else slices.labels > 0
+    slices, recipe, task = segmentation.slices, segmenter.recipe, segmenter.task
+    centre = recipe.context_slices * len(recipe.modalities)  # the first channel of the slice
+    backgrounds = [centre + m for m in pictures.background_modalities(recipe.modalities, task)]
     pictures.volume_gif(
       gif_path,
-      slices.images[..., centre],
-      truth,
-      segmentation.network_probability[..., 0] > inference.THRESHOLD,
+      slices.images[..., backgrounds],
+      None if slices.labels is None else inference.truth_masks(slices.labels, task),
+      segmentation.network_probability > inference.THRESHOLD,
+      task,
     )
   dice = None
   if volume.labels is not None:

@@ -13,10 +13,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _store(run, probability, truth):
+  """Stores one patient's TTA probabilities and truth, [S, H, W] (one region) or [S, H, W, K]."""
   directory = os.path.join(run, "fold0", "cv_probabilities")
   os.makedirs(directory, exist_ok=True)
+  if probability.ndim == 3:
+    probability, truth = probability[..., None], truth[..., None]
   cross_validation._save_probabilities(
-    os.path.join(directory, "P_tta.npz"), probability[..., None], truth[..., None], (1, 1, 1), 10.0
+    os.path.join(directory, "P_tta.npz"), probability, truth, (1, 1, 1), 10.0
   )
 
 
@@ -53,6 +56,26 @@ def test_ensemble_probe_needs_patients_every_run_scored(tmp_path):
   result = _run("ensemble_probe.py", str(tmp_path / "a"), str(tmp_path / "b"))
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_compose_probe_takes_the_whole_tumour_from_the_flair_run(tmp_path):
+  truth = np.zeros((4, 8, 8, 3), bool)
+  truth[..., :4, 0], truth[..., :2, 1], truth[..., :1, 2] = True, True, True  # WT, TC, ET
+  regions = np.where(truth, 0.9, 0.1).astype(np.float32)
+  regions[..., 2:4, 0] = 0.05  # the regions model misses half of the whole tumour
+  flair = np.where(truth[..., 0], 0.9, 0.1).astype(np.float32)  # the FLAIR model finds it
+  _store(tmp_path / "regions", regions, truth)
+  _store(tmp_path / "flair", flair, truth[..., 0])
+  result = _run("compose_probe.py", str(tmp_path / "regions"), str(tmp_path / "flair"))
+  assert result.returncode == 0, result.stderr
+  rows = [line for line in result.stdout.splitlines() if line.startswith("| P (fold0)")]
+  # WT: alone 2/3; from FLAIR all of it; the mean (0.48 where they disagree) stays at 2/3
+  assert rows[0] == "| P (fold0) | 0.667 | 1.000 | 0.667 |"
+  assert rows[1] == rows[2] == "| P (fold0) | 1.000 | 1.000 | 1.000 |"  # TC, ET unchanged
+  assert "| up / down vs regions alone | | 1 / 0 | 0 / 0 |" in result.stdout
+  swapped = _run("compose_probe.py", str(tmp_path / "flair"), str(tmp_path / "regions"))
+  assert swapped.returncode != 0
+  assert swapped.stderr.strip().splitlines()[-1].startswith("error: P: expected a regions run then")
 
 
 def test_threshold_sweep_counts_patients_moved_against_half(tmp_path):

@@ -35,10 +35,22 @@ drop $E/d_ctx1_4mod --context_slices=1 --modalities=flair,t1,t1ce,t2
 row cv_regions $E/d_ctx1_4mod "Regions (WT, TC, ET), four modalities, configs/cpu_regions.flags" \
   --train_flagfile=configs/cpu_regions.flags
 drop $E/d_ctx1 --context_slices=1
+# Today's FLAIR defaults on the region row's folds: the same-machine reference for the rows
+# below (Table 4 is an earlier run of it), and the whole tumour that
+# scripts/compose_probe.py lends the region row.
+row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
 # Issue 12: today's defaults on folds 1 and 2, the 5 patients that Table 4 (folds 4, 0, 3)
 # lacks, so that all 20 patients have a figure. A row of 3 folds takes most of a session,
 # and a machine does not outlive its session, so rows are sized to fit one.
 FOLDS=1,2 row cv_candidate_f12 $E/d_ctx1 "The candidate (today's defaults) on folds 1 and 2, beside Table 4's folds 4, 0, 3"
+# All five folds of today's defaults (20 patients, rules chosen on all of them) and their
+# fold ensemble, from the two rows above: their fold folders are copied (the same flags and
+# drop), so nothing trains unless one of them is missing.
+if [ -f "$E/cv_candidate/summary.md" ] && [ ! -d "$E/cv_candidate5" ]; then
+  mkdir -p "$E/cv_candidate5" && for f in 4 0 3; do cp -r "$E/cv_candidate/fold$f" "$E/cv_candidate5/"; done
+  for f in 1 2; do [ -d "$E/cv_candidate_f12/fold$f" ] && cp -r "$E/cv_candidate_f12/fold$f" "$E/cv_candidate5/"; done
+fi
+FOLDS=4,0,3,1,2 row cv_candidate5 $E/d_ctx1 "The candidate (today's defaults) on all five folds, from cv_candidate and cv_candidate_f12"
 row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
   --train_args=--loss=bce_tversky
 row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same slices), else the candidate" \
@@ -74,11 +86,4 @@ done
 row cv_4mod $E/d_ctx1_4mod "Four modalities (flair,t1,t1ce,t2), whole tumour, configs/cpu.flags defaults"
 drop $E/d_ctx0 --context_slices=0
 row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else the candidate"
-# The same-machine reference for the rows above (Table 4 is a run of it; run again when the
-# kept scores of a machine are wanted), and all five folds from it with their fold ensemble.
-row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
-if [ -f "$E/cv_candidate/summary.md" ] && [ ! -d "$E/cv_candidate5" ]; then
-  mkdir -p "$E/cv_candidate5" && for f in 4 0 3; do cp -r "$E/cv_candidate/fold$f" "$E/cv_candidate5/"; done
-fi
-FOLDS=4,0,3,1,2 row cv_candidate5 $E/d_ctx1 "The candidate (today's defaults) on all five folds; folds 4, 0 and 3 are cv_candidate's"
 echo "$(date) queue: finished"

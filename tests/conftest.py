@@ -87,18 +87,25 @@ def run_script(script, *args, timeout=300):
   )
 
 
+def synthetic_drop(root, num_patients, seed, modalities=preprocessing.Recipe.modalities):
+  """Writes synthetic NIfTI patients of 16 slices to root/nifti and converts them at 32x32
+  to root/tfrecords; returns the latter."""
+  synthetic.generate(
+    str(root / "nifti"), num_patients=num_patients, fmt="nifti", seed=seed, num_slices=16
+  )
+  convert.convert(
+    str(root / "nifti"),
+    str(root / "tfrecords"),
+    progress=False,
+    options=patient_conversion.ConversionOptions(image_size=32, modalities=modalities),
+  )
+  return root / "tfrecords"
+
+
 @pytest.fixture(scope="session")
 def tiny_drop(tmp_path_factory):
   """A converted folder of six synthetic NIfTI patients of 16 slices at 32x32."""
-  root = tmp_path_factory.mktemp("tiny_drop")
-  synthetic.generate(str(root / "source"), num_patients=6, fmt="nifti", seed=2, num_slices=16)
-  convert.convert(
-    str(root / "source"),
-    str(root / "tfrecords"),
-    progress=False,
-    options=patient_conversion.ConversionOptions(image_size=32),
-  )
-  return root / "tfrecords"
+  return synthetic_drop(tmp_path_factory.mktemp("tiny_drop"), num_patients=6, seed=2)
 
 
 @pytest.fixture(scope="session")

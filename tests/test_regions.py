@@ -10,14 +10,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import TINY_TRAIN_FLAGS, run_script
-from data_prep import convert
+from conftest import TINY_TRAIN_FLAGS, run_script, synthetic_drop
 from data_prep import overlays
-from data_prep import patient_conversion
-from data_prep import synthetic
 from evaluation import pictures
 
-SIZE = 32
 FOUR = ("flair", "t1", "t1ce", "t2")
 REGIONS = ("whole_tumor", "tumor_core", "enhancing_tumor")
 
@@ -70,13 +66,7 @@ def test_a_gif_has_a_frame_per_slice(tmp_path):
 def regions_run(tmp_path_factory):
   """A regions model trained a few steps on four synthetic four-modality patients."""
   root = tmp_path_factory.mktemp("regions")
-  synthetic.generate(str(root / "nifti"), num_patients=4, fmt="nifti", seed=5, num_slices=16)
-  convert.convert(
-    str(root / "nifti"),
-    str(root / "tfrecords"),
-    progress=False,
-    options=patient_conversion.ConversionOptions(image_size=SIZE, modalities=FOUR),
-  )
+  synthetic_drop(root, num_patients=4, seed=5, modalities=FOUR)
   result = run_script(
     "train_main.py",
     f"--data_dir={root / 'tfrecords'}",

@@ -2,8 +2,11 @@
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the region recipe of issue 13 first, then the same-machine
 # reference, then the levers that may raise the score (smaller batches, a loss that charges
-# misses more, instance norm, larger slices), then those that check a default. Each is resumable: rerunning this script skips finished rows and folds, and
-# resumes a fold at its last finished epoch. Usage, from the repository root:
+# misses more, instance norm, larger slices), then those that check a default. Each is
+# resumable: rerunning this script skips finished rows and folds, and resumes a fold at its
+# last finished epoch; a row whose scores docs/results/ keeps (from
+# an earlier machine) is skipped unless RERUN_KEPT=1, e.g. for its stored probabilities.
+# Usage, from the repository root:
 #   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
@@ -15,6 +18,9 @@ row() {  # row NAME DATA_DIR DESCRIPTION [extra cross_validate flags...]
   local name=$1 data=$2 desc=$3; shift 3
   if [ -f "$E/$name/summary.md" ] && [ -z "${FORCE:-}" ]; then
     echo "$(date) $name: done"
+  elif [ -f "docs/results/$name.json" ] && [ -z "${FORCE:-}${RERUN_KEPT:-}" ]; then
+    echo "$(date) $name: scores kept in docs/results/ (RERUN_KEPT=1 trains it again here)"
+    return
   else
     echo "$(date) $name: start"
     $PY cross_validate_main.py --data_dir="$data" --output_dir="$E/$name" --folds="${FOLDS:-4,0,3}" \

@@ -45,28 +45,22 @@ drop $E/d_ctx1 --context_slices=1
 # below (Table 4 is an earlier run of it), and the whole tumour that
 # scripts/compose_probe.py lends the region row.
 row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
-# Issue 12: today's defaults on folds 1 and 2, the 5 patients that Table 4 (folds 4, 0, 3)
-# lacks, so that all 20 patients have a figure. A row of 3 folds takes most of a session,
-# and a machine does not outlive its session, so rows are sized to fit one.
-FOLDS=1,2 row cv_candidate_f12 $E/d_ctx1 "The candidate (today's defaults) on folds 1 and 2, beside Table 4's folds 4, 0, 3"
-# All five folds of today's defaults (20 patients, rules chosen on all of them) and their
-# fold ensemble, from the two rows above: their fold folders are copied (the same flags and
-# drop), so nothing trains unless one of them is missing.
-if [ -f "$E/cv_candidate/summary.md" ] && [ ! -d "$E/cv_candidate5" ]; then
-  mkdir -p "$E/cv_candidate5" && for f in 4 0 3; do cp -r "$E/cv_candidate/fold$f" "$E/cv_candidate5/"; done
-  for f in 1 2; do [ -d "$E/cv_candidate_f12/fold$f" ] && cp -r "$E/cv_candidate_f12/fold$f" "$E/cv_candidate5/"; done
-fi
-FOLDS=4,0,3,1,2 row cv_candidate5 $E/d_ctx1 "The candidate (today's defaults) on all five folds, from cv_candidate and cv_candidate_f12"
 row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
   --train_args=--loss=bce_tversky
-row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same slices), else the candidate" \
-  --train_args=--batch_size=8
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 drop $E/d_160 --context_slices=1 --image_size=160
 row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
 row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \
   --train_args=--nosite_augmentation
+row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same slices), else the candidate" \
+  --train_args=--batch_size=8
+# Today's defaults, and the region recipe, on folds 1 and 2: the 5 patients that
+# cv_candidate and cv_regions (folds 4, 0, 3) lack, so that all 20 patients have a figure
+# (scripts/compare_cv.py reads the two kept rows together).
+FOLDS=1,2 row cv_candidate_f12 $E/d_ctx1 "The candidate (today's defaults) on folds 1 and 2, beside cv_candidate's folds 4, 0, 3"
+FOLDS=1,2 row cv_regions_f12 $E/d_ctx1_4mod "The region recipe (configs/cpu_regions.flags) on folds 1 and 2, beside cv_regions' folds 4, 0, 3" \
+  --train_flagfile=configs/cpu_regions.flags
 drop $E/d_nocrop --context_slices=1 --crop=none
 row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
 drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain

@@ -25,7 +25,8 @@ row() {  # row NAME DATA_DIR DESCRIPTION [extra cross_validate flags...]
     echo "$(date) $name: start"
     $PY cross_validate_main.py --data_dir="$data" --output_dir="$E/$name" --folds="${FOLDS:-4,0,3}" \
       --stress=all --description="$desc" "$@" >> "$E/$name.log" 2>&1
-    echo "$(date) $name: exit $?"
+    local status=$?
+    echo "$(date) $name: exit $status"
   fi
   # The scores outlive the machine: docs/results/ keeps them (commit them with the table).
   if [ -f "$E/$name/summary.md" ]; then cp "$E/$name/summary.json" "docs/results/$name.json"; fi

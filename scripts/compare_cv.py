@@ -11,7 +11,8 @@ Dice of its plain, TTA, final and stress-mean masks and its training time; then 
 tumour each run predicts against the truth (its median ratio of volumes); then the Dice
 per patient of each run's final mask and stress mean; then how many patients each run
 moved up or down against the first; for region runs (`--task=regions`) also each region's
-final Dice (mean / median / worst, and patients moved against the first). Runs trained on
+final Dice (mean / median / worst, then per patient with its HD95, and patients moved
+against the first). Runs trained on
 different CPUs are flagged: round-off and run-to-run variation then mix with the lever, so
 compare rows of one machine.
 """
@@ -60,17 +61,17 @@ def _volume_ratios(summary, patients):
   )
 
 
-def _final_dice_by_region(summary, patients):
-  """{region: {patient: final Dice}} over the regions the run scored."""
+def _final_by_region(summary, patients, key="dice"):
+  """{region: {patient: final Dice (or `key`, e.g. hd95_mm)}} over the regions the run scored."""
   table = {}
   for row in summary["rows"]:
     if row["variant"] == "final" and row["patient_id"] in patients:
-      table.setdefault(row["region"], {})[row["patient_id"]] = row["dice"]
+      table.setdefault(row["region"], {})[row["patient_id"]] = row[key]
   return table
 
 
 def _print_regions(runs, summaries, common):
-  by_run = [_final_dice_by_region(s, common) for s in summaries]
+  by_run = [_final_by_region(s, common) for s in summaries]
   regions = [r for r in by_run[0] if all(r in table for table in by_run)]
   if len(regions) < 2:
     return
@@ -80,6 +81,23 @@ def _print_regions(runs, summaries, common):
     print(
       f"| {run_name(run)} | " + " | ".join(_spread(list(table[r].values())) for r in regions) + " |"
     )
+  hd95 = [_final_by_region(s, common, "hd95_mm") for s in summaries]
+  print(
+    "\n| patient | fold | "
+    + " | ".join(f"{run_name(run)} {r}" for run in runs for r in regions)
+    + " |\n"
+    + "|---|---"
+    + "|---" * (len(runs) * len(regions))
+    + "|"
+  )
+  fold_of = {p["patient_id"]: p["fold"] for p in summaries[0]["per_patient"]}
+  for patient in sorted(common, key=lambda p: (fold_of[p], p)):
+    cells = [
+      f"{table[r][patient]:.3f} ({distances[r][patient]:.1f} mm)"
+      for table, distances in zip(by_run, hd95)
+      for r in regions
+    ]
+    print(f"| {patient} | {fold_of[patient]} | " + " | ".join(cells) + " |")
   for run, table in zip(runs[1:], by_run[1:]):
     for region in regions:
       delta = np.array([table[region][p] - by_run[0][region][p] for p in common])

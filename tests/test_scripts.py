@@ -129,7 +129,13 @@ def _summary(run, dice, volumes, enhancing=None):
   for patient, value in (enhancing or {}).items():
     for region, region_dice in (("whole_tumor", dice[patient]), ("enhancing_tumor", value)):
       rows.append(
-        {"patient_id": patient, "variant": "final", "region": region, "dice": region_dice}
+        {
+          "patient_id": patient,
+          "variant": "final",
+          "region": region,
+          "dice": region_dice,
+          "hd95_mm": 10 * region_dice,
+        }
       )
   summary = {
     "region": "whole_tumor",
@@ -171,6 +177,9 @@ def test_compare_cv_compares_each_region_of_region_runs(tmp_path):
   assert "| a | 0.850 / 0.850 / 0.800 | 0.750 / 0.750 / 0.500 |" in result.stdout
   assert "| b | 0.850 / 0.850 / 0.800 | 0.650 / 0.650 / 0.600 |" in result.stdout
   assert "b vs a, enhancing_tumor final: 1 patients up, 1 down, mean change -0.100" in (
+    result.stdout
+  )
+  assert "| P1 | 0 | 0.800 (8.0 mm) | 0.500 (5.0 mm) | 0.800 (8.0 mm) | 0.700 (7.0 mm) |" in (
     result.stdout
   )
   _summary(tmp_path / "c", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)])  # whole tumour only

@@ -4,7 +4,10 @@ r"""Side by side: the summaries of several cross_validate_main.py runs, as Markd
 
 A run is a cross-validation folder or its `summary.json` kept elsewhere (docs/results/ keeps
 those of the rows in docs/accuracy.md, named after the row, so a new row can be compared
-with them after their folders are gone).
+with them after their folders are gone). `a+b` pools runs of one recipe on different folds
+into one, e.g. all 20 patients from a row on folds 4, 0, 3 and its folds 1 and 2:
+
+  python scripts/compare_cv.py docs/results/cv_candidate.json+docs/results/cv_candidate_f12.json
 
 Prints, for the patients every run scored: one row per run with the mean, median and worst
 Dice of its plain, TTA, final and stress-mean masks and its training time; then how much
@@ -27,12 +30,40 @@ from cv_tables import run_name
 from evaluation import postprocess
 
 
-def _load(run):
+def _load_one(run):
   path = run if run.endswith(".json") else os.path.join(run, "summary.json")
   if not os.path.isfile(path):
     raise SystemExit(f"error: {path}: not found (has that cross-validation finished?)")
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def _load(run):
+  """A run's summary; `a+b` pools the summaries of runs of one recipe on different folds (e.g.
+  folds 4, 0, 3 and folds 1, 2), each patient scored under its own run's rules."""
+  parts = [_load_one(part) for part in run.split("+")]
+  if len(parts) == 1:
+    return parts[0]
+  folds = [fold for part in parts for fold in part["folds"]]
+  patients = [p["patient_id"] for part in parts for p in part["per_patient"]]
+  if len(set(folds)) < len(folds) or len(set(patients)) < len(patients):
+    raise SystemExit(f"error: {run}: the pooled runs share a fold or a patient")
+  return {
+    "region": parts[0]["region"],
+    "rules": [part["rules"] for part in parts],
+    "cpu": " / ".join(dict.fromkeys(part.get("cpu", "n/a") for part in parts)),
+    "folds": {fold: info for part in parts for fold, info in part["folds"].items()},
+    "per_patient": [p for part in parts for p in part["per_patient"]],
+    "rows": [row for part in parts for row in part["rows"]],
+  }
+
+
+def _describe_rules(rules):
+  """'TTA on, drop components < 200 voxels'; pooled runs list theirs, joined by ' / '."""
+  if isinstance(rules, list):
+    return " / ".join(_describe_rules(part) for part in rules)
+  processing = postprocess.PostProcessing.from_json(rules["postprocessing"]).describe()
+  return f"TTA {'on' if rules['tta'] else 'off'}, {processing}"
 
 
 def _spread(values):
@@ -118,14 +149,11 @@ def main(runs):
     cells = [_spread([p[column] for p in patients.values()]) for column in columns]
     seconds = [f["seconds"] for f in summary["folds"].values() if f.get("seconds")]
     cpu = [f["cpu_seconds"] for f in summary["folds"].values() if f.get("cpu_seconds")]
-    rules = summary["rules"]
     print(
       f"| {run_name(run)} | "
       + " | ".join(cells)
       + f" | {sum(seconds):.0f} ({len(seconds)}) | {sum(cpu):.0f} ({len(cpu)})"
-      + f" | TTA {'on' if rules['tta'] else 'off'}, "
-      f"{postprocess.PostProcessing.from_json(rules['postprocessing']).describe()}"
-      f" | {summary.get('cpu', 'n/a')} |"
+      + f" | {_describe_rules(summary['rules'])} | {summary.get('cpu', 'n/a')} |"
     )
   if len({s.get("cpu") for s in summaries}) > 1:
     print("\nwarning: these runs trained on different CPUs; compare rows of one machine")

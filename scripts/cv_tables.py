@@ -7,9 +7,11 @@ import numpy as np
 
 
 def run_name(run):
-  """A run's name as the tables print it: `runs/cv_a/` and `docs/results/cv_a.json` -> `cv_a`."""
-  name = os.path.basename(os.path.normpath(run))
-  return name.removesuffix(".json")
+  """A run's name as the tables print it: `runs/cv_a/` and `docs/results/cv_a.json` -> `cv_a`;
+  pooled runs `a+b` -> `cv_a+cv_b`."""
+  return "+".join(
+    os.path.basename(os.path.normpath(part)).removesuffix(".json") for part in run.split("+")
+  )
 
 
 def stored_probabilities(run, variant):

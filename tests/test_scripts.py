@@ -100,16 +100,16 @@ def test_compare_cv_names_a_run_without_a_summary(tmp_path):
   ]
 
 
-def _summary(run, dice, volumes, enhancing=None):
-  """A cross-validation summary.json of two patients: final/TTA Dice and TTA volumes, and
-  with `enhancing` ({patient: final ET Dice}) the rows of a region run."""
+def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True):
+  """A cross-validation summary.json of two patients of one fold: final/TTA Dice and TTA
+  volumes, and with `enhancing` ({patient: final ET Dice}) the rows of a region run."""
   run.mkdir()
   per_patient, rows = [], []
   for (patient, value), (true, predicted) in zip(dice.items(), volumes):
     per_patient.append(
       {
         "patient_id": patient,
-        "fold": 0,
+        "fold": fold,
         "plain": value,
         "tta": value,
         "final": value,
@@ -119,7 +119,7 @@ def _summary(run, dice, volumes, enhancing=None):
     rows.append(
       {
         "patient_id": patient,
-        "fold": 0,
+        "fold": fold,
         "variant": "tta",
         "region": "whole_tumor",
         "gt_voxels": true,
@@ -140,8 +140,8 @@ def _summary(run, dice, volumes, enhancing=None):
   summary = {
     "region": "whole_tumor",
     "cpu": "test CPU",
-    "rules": {"tta": True, "postprocessing": None},
-    "folds": {"0": {"seconds": 10.0, "cpu_seconds": 20.0}},
+    "rules": {"tta": tta, "postprocessing": None},
+    "folds": {str(fold): {"seconds": 10.0, "cpu_seconds": 20.0}},
     "per_patient": per_patient,
     "rows": rows,
   }
@@ -167,6 +167,23 @@ def test_compare_cv_reads_a_summary_kept_outside_its_run(tmp_path):
   result = _run("compare_cv.py", str(kept / "cv_a.json"), str(tmp_path / "b"))
   assert result.returncode == 0, result.stderr
   assert "b vs cv_a, final: 1 patients up, 1 down, mean change +0.015" in result.stdout
+
+
+def test_compare_cv_pools_runs_of_one_recipe_on_other_folds(tmp_path):
+  _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(100, 80), (100, 90)])
+  _summary(tmp_path / "a12", {"P3": 0.60, "P4": 0.70}, [(100, 50), (100, 110)], fold=1, tta=False)
+  _summary(tmp_path / "b", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)])
+  _summary(tmp_path / "b12", {"P3": 0.50, "P4": 0.75}, [(100, 90), (100, 95)], fold=1)
+  pooled_a = f"{tmp_path / 'a'}+{tmp_path / 'a12'}"
+  result = _run("compare_cv.py", pooled_a, f"{tmp_path / 'b'}+{tmp_path / 'b12'}")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith("4 patients")
+  assert "| a+a12 | 0.750 / 0.750 / 0.600 |" in result.stdout
+  assert "TTA on, no post-processing / TTA off, no post-processing" in result.stdout
+  assert "| a+a12 | 0.85 | 3 of 4 |" in result.stdout
+  assert "b+b12 vs a+a12, final: 2 patients up, 2 down, mean change -0.005" in result.stdout
+  twice = _run("compare_cv.py", f"{tmp_path / 'a'}+{tmp_path / 'b'}")
+  assert twice.returncode == 1 and "share a fold or a patient" in twice.stderr
 
 
 def test_compare_cv_compares_each_region_of_region_runs(tmp_path):

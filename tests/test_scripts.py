@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from data_prep import synthetic
 from evaluation import cross_validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,6 +128,15 @@ def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True):
         "pred_voxels": predicted,
       }
     )
+    if enhancing is None:
+      rows.append(
+        {
+          **rows[-1],
+          "variant": "final",
+          "dice": value,
+          "hd95_mm": 10 * value,
+        }
+      )
   for patient, value in (enhancing or {}).items():
     for region, region_dice in (("whole_tumor", dice[patient]), ("enhancing_tumor", value)):
       rows.append(
@@ -202,3 +213,47 @@ def test_compare_cv_compares_each_region_of_region_runs(tmp_path):
   _summary(tmp_path / "c", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)])  # whole tumour only
   whole_tumor_only = _run("compare_cv.py", str(tmp_path / "c"))
   assert whole_tumor_only.returncode == 0 and "whole_tumor final" not in whole_tumor_only.stdout
+
+
+def test_contrast_vs_dice_measures_edema_against_normal_brain(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "scripts"))
+  try:
+    from contrast_vs_dice import edema_contrast
+  finally:
+    sys.path.pop(0)
+  rng = np.random.default_rng(0)
+  image = np.zeros((4, 16, 16, 1), np.float32)
+  image[:, 2:14, 2:14, 0] = rng.normal(100, 10, (4, 12, 12))
+  labels = np.zeros((4, 16, 16), np.uint8)
+  labels[:, 5:9, 5:9] = 2
+  image[:, 5:9, 5:9, 0] = 130
+  labels[:, 9:11, 5:9] = 1  # core: not edema, not normal brain
+  image[:, 9:11, 5:9, 0] = 500
+
+  class Volume:
+    pass
+
+  volume = Volume()
+  volume.image, volume.labels = image, labels
+  normal = image[..., 0][(labels == 0) & (image[..., 0] > 0)]
+  assert edema_contrast(volume) == pytest.approx((130 - normal.mean()) / normal.std())
+  volume.labels = np.where(labels == 2, 0, labels).astype(np.uint8)
+  assert np.isnan(edema_contrast(volume))
+
+
+def test_contrast_vs_dice_ranks_patients_by_contrast(tmp_path):
+  synthetic.generate(str(tmp_path / "nifti"), num_patients=2, fmt="nifti", seed=1, num_slices=12)
+  ids = sorted(os.listdir(tmp_path / "nifti"))
+  _summary(tmp_path / "a", {ids[0]: 0.8, ids[1]: 0.9}, [(100, 80), (100, 90)])
+  result = _run("contrast_vs_dice.py", str(tmp_path / "nifti"), str(tmp_path / "a"))
+  assert result.returncode == 0, result.stderr
+  table = [line for line in result.stdout.splitlines() if line.startswith("| BraTS20")]
+  assert len(table) == 2
+  contrasts = [float(line.split("|")[2]) for line in table]
+  assert contrasts == sorted(contrasts) and all(c > 0 for c in contrasts)
+  assert "a: Spearman of contrast with Dice" in result.stdout
+  _summary(tmp_path / "b", {ids[0]: 0.8, "BraTS20_Training_009": 0.9}, [(100, 80), (100, 90)])
+  missing = _run("contrast_vs_dice.py", str(tmp_path / "nifti"), str(tmp_path / "b"))
+  assert missing.returncode == 1 and "no FLAIR and segmentation for BraTS20_Training_009" in (
+    missing.stderr
+  )

@@ -88,6 +88,12 @@ flags.DEFINE_bool(
   "Augmentation modelled on other scanners: intensity curves, bias field, blur, low "
   "resolution, noise, slice-to-slice changes.",
 )
+flags.DEFINE_bool(
+  "faint_edema_augmentation",
+  _D.faint_edema_augmentation,
+  "On some examples, edema pulled towards the brain's median: as faint as in the patients "
+  "the models miss most (docs/accuracy.md, 'Where the errors are').",
+)
 flags.DEFINE_integer("seed", _D.seed, "Seeds weights, data order and augmentation.")
 flags.DEFINE_bool("deterministic", _D.deterministic, "Reproducible batches and ops (slower).")
 flags.DEFINE_bool("augment", _D.augment, "Training-time augmentation.")

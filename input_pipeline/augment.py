@@ -16,6 +16,11 @@ patients from other sites, after the geometry: the training cases come from one
 institution, but at other sites the tumour stands out less from normal brain after the
 z-score and intensities change more from slice to slice. See `site_intensity`.
 
+Faint-edema augmentation (`faint_edema`, off by default) pulls the edema of
+some examples towards the brain's median before that: a whole-volume curve keeps every
+voxel's rank, but in the patients the models miss most, and at some sites, the edema is no
+brighter than the bright end of normal brain. See `fade_edema`.
+
 Speed (this is the costliest step of the reader on CPU): each path is a small XLA
 function with no control flow, chosen per batch by ordinary TF control flow, because
 XLA conditionals inside tf.data ran several times slower than separate functions. XLA
@@ -31,6 +36,8 @@ import functools
 import math
 
 import tensorflow as tf
+
+from data_prep.labels import EDEMA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +71,14 @@ class AugmentConfig:
   max_noise_std: float = 0.1  # about Gaussian, std in [0, d] x the brain's std
   slice_jitter_probability: float = 0.5
   max_slice_jitter: float = 0.05  # each context channel * [1 - d, 1 + d]
+  # Faint edema (`faint_edema`, see `fade_edema`), per (example, modality): edema above the
+  # brain's median keeps a share f of its distance to it, f uniform in the range. From the
+  # median patient's edema contrast (3.1 normal-brain spreads, 15 CBICA patients) f =
+  # 0.25-0.75 gives 0.8-2.3, which covers the faintest two (1.2); not tuned by training.
+  faint_edema: bool = False
+  faint_edema_probability: float = 0.3
+  faint_edema_range: tuple = (0.25, 0.75)
+  faint_edema_sigma: float = 1.5  # pixels: the fade tapers off across the edema's border
   clip: float = 5.0  # the normalization's clip (data_prep.preprocessing.CLIP_VALUE)
 
 
@@ -431,6 +446,47 @@ def draw_site_changes(
   }
 
 
+def _edema_fade(x, weight, apply, keep):
+  """x [B, M, K, H, W] with the brain above its median pulled towards the median where
+  `weight` [B, 1, 1, H, W] (the smoothed edema) is 1, keeping the share `keep` of the
+  distance, on the (example, modality) pairs where `apply`."""
+  brain = x != 0.0
+  median = brain_median(x, brain, *brain_range(x, brain))
+  faded = x - (1.0 - keep) * weight * tf.maximum(x - median, 0.0)
+  faded = tf.where(brain, tf.where(faded == 0.0, _SMALLEST_NORMAL, faded), 0.0)
+  return tf.where(apply, faded, x)
+
+
+_compiled_edema_fade = _compiled(_edema_fade)
+
+
+def fade_edema(
+  image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, config: AugmentConfig, num_modalities: int
+) -> tf.Tensor:
+  """Fainter edema for image float32 [B, H, W, C] (C: context slices of `num_modalities`
+  modalities, slice-major) from its label map uint8 [B, H, W]: on a share
+  `faint_edema_probability` of the (example, modality) pairs, brain intensities above the
+  median, inside the edema (label 2), keep a share f of their distance to the median. The
+  fade tapers off outside the edema's border (`faint_edema_sigma`), so no step at the border
+  tells the model where the label is; the centre slice's edema stands for its context
+  slices'. Voxels at
+  or below the median, the core and the background do not change."""
+  batch = tf.shape(image)[0]
+  seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  shape = [batch, num_modalities, 1, 1, 1]
+  apply = tf.random.stateless_uniform(shape, seeds[0]) < config.faint_edema_probability
+  keep = tf.random.stateless_uniform(shape, seeds[1], *config.faint_edema_range)
+  edema = tf.cast(label == EDEMA, tf.float32)[:, None, None]
+  sigma = config.faint_edema_sigma
+  taps = tf.reshape(
+    gaussian_taps(tf.constant(sigma), max(1, math.ceil(2.5 * sigma))), [1, 1, 1, -1]
+  )
+  # Twice the smoothed mask: 1 inside the edema up to its border, tapering off outside.
+  weight = tf.minimum(2.0 * filter_along(filter_along(edema, taps, 3), taps, 4), 1.0)
+  x = _compiled_edema_fade(split_modalities(image, num_modalities), weight, apply, keep)
+  return tf.ensure_shape(merge_modalities(x), image.shape)  # site_intensity needs it known
+
+
 def _delta(radius):
   """Taps that leave a row as it is."""
   return tf.one_hot(radius, 2 * radius + 1)
@@ -616,6 +672,12 @@ def augment_batch(
   else:
     apply = tf.random.stateless_uniform([], seeds[4]) < config.rotate_scale_probability
     image, label = tf.cond(apply, symmetry_rotate_scale, symmetry_only)
+  if config.faint_edema and config.faint_edema_probability > 0:
+    if not isinstance(modalities, int):
+      raise ValueError("faint-edema augmentation needs the channels known when tracing")
+    image = fade_edema(
+      image, label, tf.random.experimental.stateless_fold_in(seed, 2), config, modalities
+    )
   if config.site_augmentation:
     if not (isinstance(modalities, int) and image.shape[1:].is_fully_defined()):
       raise ValueError("site augmentation needs height, width and channels known when tracing")

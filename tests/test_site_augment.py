@@ -219,3 +219,60 @@ def test_low_resolution_taps_are_the_bands_of_down_then_up_resizing(factor):
       if 0 <= i + t < length:
         rebuilt[i, i + t] = taps[i, t + radius]
   np.testing.assert_allclose(rebuilt, dense, atol=1e-5)
+
+
+def _edema_batch(modalities=2):
+  """`_batch` at 64 pixels with its tumour labelled edema (2), a bright core (1) and a bright
+  normal spot apart from it; and the pixels well inside the edema."""
+  image, label, brain, tumor = _batch(size=64, modalities=modalities)
+  label = label * 2
+  label[:, 40:44, 20:24] = 1
+  image[:, 40:44, 20:24] = 3.0
+  image[:, 10:13, 25:28] = 3.0  # bright normal brain
+  image[:, 28:30, 34:36] = -0.5  # edema darker than the brain's median
+  rows, columns = np.mgrid[:64, :64]
+  inside = (rows - 0.45 * 64) ** 2 + (columns - 0.55 * 64) ** 2 < 5.0**2  # the edema's r: 7.7
+  return image, label, brain, inside
+
+
+def _fade(**overrides):
+  return dataclasses.replace(
+    augment.AugmentConfig(),
+    **STILL,
+    **{"faint_edema": True, "faint_edema_probability": 1.0, **overrides},
+  )
+
+
+def test_faint_edema_keeps_a_share_of_the_edemas_distance_to_the_brain_median():
+  image, label, brain, inside = _edema_batch()
+  out, out_label = _augment(image, label, _fade(faint_edema_range=(0.5, 0.5)))
+  np.testing.assert_array_equal(out_label, label)
+  x, y = image[0, ..., 0][inside], out[0, ..., 0][inside]
+  bright = np.argsort(x)[-10:]
+  # keep = 0.5: bright voxels move by half their distance to one median (that of the brain).
+  median = 2 * y[bright] - x[bright]
+  np.testing.assert_allclose(median, median.mean(), atol=1e-4)
+  assert abs(median.mean() - np.median(image[0][brain])) < 0.3
+  dim = x <= median.mean()
+  assert dim.sum() > 3
+  np.testing.assert_array_equal(y[dim], x[dim])  # at or below the median: unchanged
+  # Away from the edema nothing changes: not the core, not bright normal brain.
+  for rows, columns in ((slice(40, 44), slice(20, 24)), (slice(10, 13), slice(25, 28))):
+    np.testing.assert_array_equal(out[:, rows, columns], image[:, rows, columns])
+  assert np.all(out[:, ~brain] == 0.0) and np.all(out[:, brain] != 0.0)
+
+
+def test_faint_edema_is_shared_by_context_slices_and_off_at_probability_zero():
+  image, label, _, inside = _edema_batch(modalities=1)
+  out, _ = _augment(image, label, _fade(), modalities=1)
+  keeps = np.zeros((image.shape[0], image.shape[3]))
+  for example in range(image.shape[0]):
+    for channel in range(image.shape[3]):
+      before, after = image[example, ..., channel][inside], out[example, ..., channel][inside]
+      a, b = np.argsort(before)[-2:]  # the two brightest: both above the median
+      keeps[example, channel] = (after[b] - after[a]) / (before[b] - before[a])
+  np.testing.assert_allclose(keeps, keeps[:, :1].repeat(3, axis=1), atol=1e-3)
+  assert np.all((keeps > 0.25 - 1e-3) & (keeps < 0.75 + 1e-3))
+  assert len(np.unique(keeps[:, 0].round(3))) > 1  # drawn per example
+  off, _ = _augment(image, label, _fade(faint_edema_probability=0.0), modalities=1)
+  np.testing.assert_array_equal(off, image)

@@ -237,8 +237,11 @@ def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path
   assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path):
-  result = _run(_train_command(data_dir, tmp_path / "run", "--benchmark_steps=3"))
+@pytest.mark.parametrize(
+  "augmentation", [[], ["--site_augmentation", "--faint_edema_augmentation"]]
+)
+def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path, augmentation):
+  result = _run(_train_command(data_dir, tmp_path / "run", "--benchmark_steps=3", *augmentation))
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["benchmark"] == "train_summary"

@@ -37,6 +37,7 @@ class TrainConfig:
   augment: bool = True
   rotate_scale_probability: float = 0.5
   site_augmentation: bool = False
+  faint_edema_augmentation: bool = False
   tumor_fraction: float | None = None
   shuffle_buffer: int | None = None  # None: the reader's (input_pipeline.reader.SHUFFLE_BUFFER)
   depth: int = UNetConfig.depth

@@ -210,6 +210,7 @@ class Run:
     augment_config = augment_lib.AugmentConfig(
       rotate_scale_probability=config.rotate_scale_probability,
       site_augmentation=config.site_augmentation,
+      faint_edema=config.faint_edema_augmentation,
     )
     return self.strategy.distribute_datasets_from_function(
       reader.dataset_fn(

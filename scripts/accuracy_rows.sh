@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the region recipe of issue 13 first, then the same-machine
-# reference, then the levers that may raise the score (smaller batches, a loss that charges
-# misses more, instance norm, larger slices), then those that check a default. Each is
+# reference, then the levers that may raise the score (a loss that charges misses more,
+# fainter edema in training, instance norm, larger slices, smaller batches), then those that
+# check a default. Each is
 # resumable: rerunning this script skips finished rows and folds, and resumes a fold at its
 # last finished epoch; a row whose scores docs/results/ keeps (from
 # an earlier machine) is skipped unless RERUN_KEPT=1, e.g. for its stored probabilities.
@@ -48,6 +49,9 @@ drop $E/d_ctx1 --context_slices=1
 row cv_candidate $E/d_ctx1 "The candidate of Table 1 again, on this machine: the same-machine reference for the rows around it"
 row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
   --train_args=--loss=bce_tversky
+# Faint edema: the patients every row misses most (docs/accuracy.md, "Where the errors are").
+row cv_faint $E/d_ctx1 "Faint-edema augmentation (--faint_edema_augmentation), else the candidate" \
+  --train_args=--faint_edema_augmentation
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 drop $E/d_160 --context_slices=1 --image_size=160

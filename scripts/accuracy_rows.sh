@@ -52,6 +52,9 @@ row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed t
 # Faint edema: the patients every row misses most (docs/accuracy.md, "Where the errors are").
 row cv_faint $E/d_ctx1 "Faint-edema augmentation (--faint_edema_augmentation), else the candidate" \
   --train_args=--faint_edema_augmentation
+# The region model's whole tumour fails on the same patients, worse (docs/regions.md).
+row cv_regions_faint $E/d_ctx1_4mod "Regions with faint-edema augmentation (--faint_edema_augmentation), else cv_regions" \
+  --train_flagfile=configs/cpu_regions.flags --train_args=--faint_edema_augmentation
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
   --train_args=--norm_layer=instance
 drop $E/d_160 --context_slices=1 --image_size=160

@@ -20,42 +20,13 @@ different CPUs are flagged: round-off and run-to-run variation then mix with the
 compare rows of one machine.
 """
 
-import json
-import os
 import sys
 
 import numpy as np
+from cv_tables import load_summary
 from cv_tables import run_name
 
 from evaluation import postprocess
-
-
-def _load_one(run):
-  path = run if run.endswith(".json") else os.path.join(run, "summary.json")
-  if not os.path.isfile(path):
-    raise SystemExit(f"error: {path}: not found (has that cross-validation finished?)")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def _load(run):
-  """A run's summary; `a+b` pools the summaries of runs of one recipe on different folds (e.g.
-  folds 4, 0, 3 and folds 1, 2), each patient scored under its own run's rules."""
-  parts = [_load_one(part) for part in run.split("+")]
-  if len(parts) == 1:
-    return parts[0]
-  folds = [fold for part in parts for fold in part["folds"]]
-  patients = [p["patient_id"] for part in parts for p in part["per_patient"]]
-  if len(set(folds)) < len(folds) or len(set(patients)) < len(patients):
-    raise SystemExit(f"error: {run}: the pooled runs share a fold or a patient")
-  return {
-    "region": parts[0]["region"],
-    "rules": [part["rules"] for part in parts],
-    "cpu": " / ".join(dict.fromkeys(part.get("cpu", "n/a") for part in parts)),
-    "folds": {fold: info for part in parts for fold, info in part["folds"].items()},
-    "per_patient": [p for part in parts for p in part["per_patient"]],
-    "rows": [row for part in parts for row in part["rows"]],
-  }
 
 
 def _describe_rules(rules):
@@ -136,7 +107,7 @@ def _print_regions(runs, summaries, common):
 
 
 def main(runs):
-  summaries = [_load(run) for run in runs]
+  summaries = [load_summary(run) for run in runs]
   common = set.intersection(*({p["patient_id"] for p in s["per_patient"]} for s in summaries))
   by_run = [
     {p["patient_id"]: p for p in s["per_patient"] if p["patient_id"] in common} for s in summaries

@@ -13,7 +13,7 @@ bright it is, and that faint edema, not the scanner, is where its errors are.
 import sys
 
 import numpy as np
-from compare_cv import _load
+from cv_tables import load_summary
 from cv_tables import run_name
 from scipy import stats
 
@@ -45,7 +45,7 @@ def _final_rows(summary):
 
 
 def main(folder, runs):
-  finals = [_final_rows(_load(run)) for run in runs]
+  finals = [_final_rows(load_summary(run)) for run in runs]
   patients = set.intersection(*(set(rows) for rows in finals))
   found, _ = sources.discover(folder, "nifti")
   contrast, size = {}, {}

@@ -1,6 +1,7 @@
-"""What the analysis scripts share: finding a cross-validation's stored probabilities and
-printing Dice per patient as a Markdown table."""
+"""What the analysis scripts share: reading a cross-validation's summary (or pooling several),
+finding its stored probabilities, printing Dice per patient as a Markdown table."""
 
+import json
 import os
 
 import numpy as np
@@ -12,6 +13,34 @@ def run_name(run):
   return "+".join(
     os.path.basename(os.path.normpath(part)).removesuffix(".json") for part in run.split("+")
   )
+
+
+def _load_one(run):
+  path = run if run.endswith(".json") else os.path.join(run, "summary.json")
+  if not os.path.isfile(path):
+    raise SystemExit(f"error: {path}: not found (has that cross-validation finished?)")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def load_summary(run):
+  """A run's summary; `a+b` pools the summaries of runs of one recipe on different folds (e.g.
+  folds 4, 0, 3 and folds 1, 2), each patient scored under its own run's rules."""
+  parts = [_load_one(part) for part in run.split("+")]
+  if len(parts) == 1:
+    return parts[0]
+  folds = [fold for part in parts for fold in part["folds"]]
+  patients = [p["patient_id"] for part in parts for p in part["per_patient"]]
+  if len(set(folds)) < len(folds) or len(set(patients)) < len(patients):
+    raise SystemExit(f"error: {run}: the pooled runs share a fold or a patient")
+  return {
+    "region": parts[0]["region"],
+    "rules": [part["rules"] for part in parts],
+    "cpu": " / ".join(dict.fromkeys(part.get("cpu", "n/a") for part in parts)),
+    "folds": {fold: info for part in parts for fold, info in part["folds"].items()},
+    "per_patient": [p for part in parts for p in part["per_patient"]],
+    "rows": [row for part in parts for row in part["rows"]],
+  }
 
 
 def stored_probabilities(run, variant):

@@ -469,8 +469,7 @@ def fade_edema(
   median, inside the edema (label 2), keep a share f of their distance to the median. The
   fade tapers off outside the edema's border (`faint_edema_sigma`), so no step at the border
   tells the model where the label is; the centre slice's edema stands for its context
-  slices'. Voxels at
-  or below the median, the core and the background do not change."""
+  slices'. Voxels at or below the median, the core and the background do not change."""
   batch = tf.shape(image)[0]
   seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shape = [batch, num_modalities, 1, 1, 1]

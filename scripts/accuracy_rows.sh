@@ -3,10 +3,9 @@
 # ../shared/data/brats2018: the region recipe of issue 13 first, then the same-machine
 # reference, then the levers that may raise the score (a loss that charges misses more,
 # fainter edema in training, instance norm, larger slices, smaller batches), then those that
-# check a default. Each is
-# resumable: rerunning this script skips finished rows and folds, and resumes a fold at its
-# last finished epoch; a row whose scores docs/results/ keeps (from
-# an earlier machine) is skipped unless RERUN_KEPT=1, e.g. for its stored probabilities.
+# check a default. Each is resumable: rerunning this script skips finished rows and folds,
+# and resumes a fold at its last finished epoch; a row whose scores docs/results/ keeps
+# (from an earlier machine) is skipped unless RERUN_KEPT=1, e.g. for its stored probabilities.
 # Usage, from the repository root:
 #   EXP_DIR=/work/exp nohup bash scripts/accuracy_rows.sh >> /work/exp/queue.log 2>&1 &
 set -u
@@ -65,7 +64,7 @@ row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same
   --train_args=--batch_size=8
 # Today's defaults, and the region recipe, on folds 1 and 2: the 5 patients that
 # cv_candidate and cv_regions (folds 4, 0, 3) lack, so that all 20 patients have a figure
-# (scripts/compare_cv.py reads the two kept rows together).
+# (scripts/compare_cv.py pools two kept rows: cv_candidate.json+cv_candidate_f12.json).
 FOLDS=1,2 row cv_candidate_f12 $E/d_ctx1 "The candidate (today's defaults) on folds 1 and 2, beside cv_candidate's folds 4, 0, 3"
 FOLDS=1,2 row cv_regions_f12 $E/d_ctx1_4mod "The region recipe (configs/cpu_regions.flags) on folds 1 and 2, beside cv_regions' folds 4, 0, 3" \
   --train_flagfile=configs/cpu_regions.flags

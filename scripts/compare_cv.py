@@ -15,14 +15,14 @@ tumour each run predicts against the truth (its median ratio of volumes); then t
 per patient of each run's final mask and stress mean; then how many patients each run
 moved up or down against the first; for region runs (`--task=regions`) also each region's
 final Dice (mean / median / worst, then per patient with its HD95, and patients moved
-against the first). Runs trained on
-different CPUs are flagged: round-off and run-to-run variation then mix with the lever, so
-compare rows of one machine.
+against the first). Runs trained on different CPUs are flagged: round-off and run-to-run
+variation then mix with the lever, so compare rows of one machine.
 """
 
 import sys
 
 import numpy as np
+from cv_tables import final_by_region
 from cv_tables import load_summary
 from cv_tables import run_name
 
@@ -63,17 +63,8 @@ def _volume_ratios(summary, patients):
   )
 
 
-def _final_by_region(summary, patients, key="dice"):
-  """{region: {patient: final Dice (or `key`, e.g. hd95_mm)}} over the regions the run scored."""
-  table = {}
-  for row in summary["rows"]:
-    if row["variant"] == "final" and row["patient_id"] in patients:
-      table.setdefault(row["region"], {})[row["patient_id"]] = row[key]
-  return table
-
-
 def _print_regions(runs, summaries, common):
-  by_run = [_final_by_region(s, common) for s in summaries]
+  by_run = [final_by_region(s, common) for s in summaries]
   regions = [r for r in by_run[0] if all(r in table for table in by_run)]
   if len(regions) < 2:
     return
@@ -83,7 +74,7 @@ def _print_regions(runs, summaries, common):
     print(
       f"| {run_name(run)} | " + " | ".join(_spread(list(table[r].values())) for r in regions) + " |"
     )
-  hd95 = [_final_by_region(s, common, "hd95_mm") for s in summaries]
+  hd95 = [final_by_region(s, common, "hd95_mm") for s in summaries]
   print(
     "\n| patient | fold | "
     + " | ".join(f"{run_name(run)} {r}" for run in runs for r in regions)

@@ -13,6 +13,7 @@ bright it is, and that faint edema, not the scanner, is where its errors are.
 import sys
 
 import numpy as np
+from cv_tables import final_by_region
 from cv_tables import load_summary
 from cv_tables import run_name
 from scipy import stats
@@ -20,8 +21,7 @@ from scipy import stats
 from data_prep import preprocessing
 from data_prep import readers
 from data_prep import sources
-
-EDEMA = 2
+from data_prep.labels import EDEMA
 
 
 def edema_contrast(volume):
@@ -37,11 +37,11 @@ def edema_contrast(volume):
 
 def _final_rows(summary):
   """{patient: (final Dice, predicted / true volume)} of a run's scored region."""
-  return {
-    row["patient_id"]: (row["dice"], row["pred_voxels"] / max(row["gt_voxels"], 1))
-    for row in summary["rows"]
-    if row["variant"] == "final" and row["region"] == summary["region"]
-  }
+  region = summary["region"]
+  dice, predicted, true = (
+    final_by_region(summary, key=key)[region] for key in ("dice", "pred_voxels", "gt_voxels")
+  )
+  return {p: (dice[p], predicted[p] / max(true[p], 1)) for p in dice}
 
 
 def main(folder, runs):

@@ -43,6 +43,16 @@ def load_summary(run):
   }
 
 
+def final_by_region(summary, patients=None, key="dice"):
+  """{region: {patient: final Dice (or `key`, e.g. hd95_mm)}} over the regions a run scored,
+  for `patients` (default: all)."""
+  table = {}
+  for row in summary["rows"]:
+    if row["variant"] == "final" and (patients is None or row["patient_id"] in patients):
+      table.setdefault(row["region"], {})[row["patient_id"]] = row[key]
+  return table
+
+
 def stored_probabilities(run, variant):
   """{(fold dir, patient id): path} of one run's stored probabilities."""
   paths = {}

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -230,11 +231,7 @@ def test_contrast_vs_dice_measures_edema_against_normal_brain(tmp_path):
   labels[:, 9:11, 5:9] = 1  # core: not edema, not normal brain
   image[:, 9:11, 5:9, 0] = 500
 
-  class Volume:
-    pass
-
-  volume = Volume()
-  volume.image, volume.labels = image, labels
+  volume = types.SimpleNamespace(image=image, labels=labels)  # the fields of a PatientVolume
   normal = image[..., 0][(labels == 0) & (image[..., 0] > 0)]
   assert edema_contrast(volume) == pytest.approx((130 - normal.mean()) / normal.std())
   volume.labels = np.where(labels == 2, 0, labels).astype(np.uint8)

@@ -18,7 +18,7 @@ import numpy as np
 from data_prep import preprocessing
 from data_prep.errors import BadInputError
 from evaluation import postprocess
-from input_pipeline import augment
+from input_pipeline import geometry
 from input_pipeline import decode
 from model import contract
 from training import model_files
@@ -137,14 +137,14 @@ def load_members(model_dirs: Sequence[str] = (), model_paths: Sequence[str] = ()
 
 
 def symmetric(x: "np.ndarray | tf.Tensor", index: int) -> np.ndarray:
-  """The reader's `augment.symmetric` on numpy or tensor input, as numpy."""
+  """The reader's `geometry.symmetric` on numpy or tensor input, as numpy."""
   import tensorflow as tf
 
-  return np.asarray(augment.symmetric(tf.convert_to_tensor(x), index))
+  return np.asarray(geometry.symmetric(tf.convert_to_tensor(x), index))
 
 
 def inverse_symmetric(x: "np.ndarray | tf.Tensor", index: int) -> "tf.Tensor":
-  """Undoes `augment.symmetric(., index)`: its steps in reverse order."""
+  """Undoes `geometry.symmetric(., index)`: its steps in reverse order."""
   import tensorflow as tf
 
   x = tf.convert_to_tensor(x)
@@ -238,7 +238,7 @@ class Segmenter:
   def _views(self, images):
     """Each member's probabilities [N, size, size, K] for each view (identity first; with TTA
     the 8 symmetries, transformed back), as {(member, symmetry): probability}."""
-    symmetries = range(augment.NUM_SYMMETRIES) if self.tta else (0,)
+    symmetries = range(geometry.NUM_SYMMETRIES) if self.tta else (0,)
     views = {}
     for m, member in enumerate(self.members):
       for index in symmetries:

@@ -11,7 +11,7 @@ import tensorflow as tf
 from data_prep import preprocessing
 from evaluation import inference
 from evaluation import postprocess
-from input_pipeline import augment
+from input_pipeline import geometry
 from model import contract
 from model import unet
 
@@ -57,8 +57,8 @@ def _images(count=5, channels=1):
 
 def test_inverse_symmetric_undoes_each_symmetry():
   x = _images(2, 3)
-  for index in range(augment.NUM_SYMMETRIES):
-    back = inference.inverse_symmetric(augment.symmetric(tf.constant(x), index), index)
+  for index in range(geometry.NUM_SYMMETRIES):
+    back = inference.inverse_symmetric(geometry.symmetric(tf.constant(x), index), index)
     np.testing.assert_array_equal(np.asarray(back), x)
 
 
@@ -70,10 +70,10 @@ def test_tta_is_the_mean_of_the_eight_transformed_and_transformed_back_predictio
     [
       np.asarray(
         inference.inverse_symmetric(
-          model.predict_on_batch(np.asarray(augment.symmetric(tf.constant(images), i))), i
+          model.predict_on_batch(np.asarray(geometry.symmetric(tf.constant(images), i))), i
         )
       )
-      for i in range(augment.NUM_SYMMETRIES)
+      for i in range(geometry.NUM_SYMMETRIES)
     ],
     axis=0,
   )

@@ -13,6 +13,7 @@ from data_prep import patient_conversion
 from data_prep import preprocessing
 from data_prep import synthetic
 from input_pipeline import augment
+from input_pipeline import geometry
 from input_pipeline import decode
 from input_pipeline import manifests
 from input_pipeline import reader
@@ -145,8 +146,8 @@ def test_augmentation_keeps_image_and_target_aligned(rotate_scale_probability):
 def test_the_eight_symmetries_are_distinct():
   image, label = _l_shapes(batch=1)
   outputs = set()
-  for index in range(augment.NUM_SYMMETRIES):
-    out, out_label = augment.symmetric(image, index), augment.symmetric(label, index)
+  for index in range(geometry.NUM_SYMMETRIES):
+    out, out_label = geometry.symmetric(image, index), geometry.symmetric(label, index)
     np.testing.assert_array_equal(out.numpy()[..., 0], out_label.numpy())
     outputs.add(out_label.numpy().tobytes())
   assert len(outputs) == 8
@@ -156,13 +157,13 @@ def test_symmetry_matrices_describe_the_symmetries():
   """A rotated batch gets its symmetry through the resampler's matrix: it must be the same
   symmetry, pixel for pixel."""
   image, label = _l_shapes(batch=2)
-  for index in range(augment.NUM_SYMMETRIES):
-    matrices = tf.tile(augment.symmetry_matrix(index)[None], [2, 1, 1])
+  for index in range(geometry.NUM_SYMMETRIES):
+    matrices = tf.tile(geometry.symmetry_matrix(index)[None], [2, 1, 1])
     np.testing.assert_array_equal(
-      augment.resample_image(image, matrices).numpy(), augment.symmetric(image, index).numpy()
+      geometry.resample_image(image, matrices).numpy(), geometry.symmetric(image, index).numpy()
     )
     np.testing.assert_array_equal(
-      augment.resample_label(label, matrices).numpy(), augment.symmetric(label, index).numpy()
+      geometry.resample_label(label, matrices).numpy(), geometry.symmetric(label, index).numpy()
     )
 
 
@@ -171,7 +172,7 @@ def test_resampler_matches_tensorflow_image_transform():
   rng = np.random.default_rng(0)
   image = tf.constant(rng.normal(size=(4, 48, 48, 2)).astype(np.float32))
   label = tf.constant(rng.integers(0, 4, size=(4, 48, 48)).astype(np.uint8))
-  matrices = augment.rotation_scale_matrices(
+  matrices = geometry.rotation_scale_matrices(
     tf.constant([5, 6], tf.int64), 4, augment.AugmentConfig(max_rotation_degrees=30)
   )
   m, centre = matrices.numpy(), (48 - 1) / 2
@@ -190,7 +191,7 @@ def test_resampler_matches_tensorflow_image_transform():
   compiled_image = augment._resampled_image(image, matrices, 1.0, 0.0).numpy()  # intensity off
   np.testing.assert_allclose(compiled_image, transform(image, "BILINEAR").numpy(), atol=1e-4)
   np.testing.assert_allclose(
-    augment.resample_image(image, matrices).numpy(), compiled_image, atol=1e-4
+    geometry.resample_image(image, matrices).numpy(), compiled_image, atol=1e-4
   )  # XLA and plain TF agree to float rounding
   reference_label = transform(label[..., None], "NEAREST").numpy()[..., 0]
   mismatch = augment._resampled_label(label, matrices).numpy() != reference_label

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from data_prep import preprocessing
 from input_pipeline import augment
+from input_pipeline import augment_config
+from input_pipeline import site_augment
 
 CHANGES = ("curve", "bias_field", "blur", "low_resolution", "noise", "slice_jitter")
 # Geometry and the old intensity jitter off, so the site changes are all that happens.
@@ -24,7 +26,7 @@ STILL = dict(
 def _config(*changes, **overrides):
   """SITE_AUGMENT with only `changes` on (probability 1)."""
   probabilities = {f"{name}_probability": float(name in changes) for name in CHANGES}
-  return dataclasses.replace(augment.SITE_AUGMENT, **STILL, **probabilities, **overrides)
+  return dataclasses.replace(augment_config.SITE_AUGMENT, **STILL, **probabilities, **overrides)
 
 
 def _batch(batch=4, size=32, modalities=2, context=3, seed=0):
@@ -99,7 +101,7 @@ def test_curve_is_monotone_at_the_ends_of_its_ranges(gamma, compression):
   values = np.linspace(-4.0, 5.0, 2 * 1 * 1 * 16 * 16, dtype=np.float32).reshape(2, 1, 1, 16, 16)
   values[values == 0] = 0.01  # brain = pixels != 0
   x = tf.constant(values)
-  curved = augment.intensity_curve(
+  curved = site_augment.intensity_curve(
     x, x != 0, tf.fill([2, 1, 1, 1, 1], gamma), tf.fill([2, 1, 1, 1, 1], compression)
   ).numpy()
   assert np.all(np.diff(curved.reshape(2, -1), axis=1) >= 0)
@@ -107,14 +109,14 @@ def test_curve_is_monotone_at_the_ends_of_its_ranges(gamma, compression):
 
 def test_strongest_curve_more_than_halves_tumor_contrast_after_the_moments_are_restored():
   image, _, brain, tumor = _batch(batch=1, modalities=1, context=1)
-  x = augment.split_modalities(tf.constant(image), 1)
+  x = site_augment.split_modalities(tf.constant(image), 1)
   inside = x != 0
   count = tf.reduce_sum(tf.cast(inside, tf.float32), (2, 3, 4), keepdims=True)
-  mean, std = augment.brain_moments(x, count)
-  low, _ = augment.SITE_AUGMENT.gamma_range
-  strongest = tf.fill([1, 1, 1, 1, 1], min(augment.SITE_AUGMENT.bright_compression_range))
-  curved = augment.intensity_curve(x, inside, tf.fill([1, 1, 1, 1, 1], low), strongest)
-  out = augment.restandardize(curved, count, mean, std, 5.0).numpy()[0, 0, 0]
+  mean, std = site_augment.brain_moments(x, count)
+  low, _ = augment_config.SITE_AUGMENT.gamma_range
+  strongest = tf.fill([1, 1, 1, 1, 1], min(augment_config.SITE_AUGMENT.bright_compression_range))
+  curved = site_augment.intensity_curve(x, inside, tf.fill([1, 1, 1, 1, 1], low), strongest)
+  out = site_augment.restandardize(curved, count, mean, std, 5.0).numpy()[0, 0, 0]
   normal = brain & ~tumor
   gap = lambda picture: np.median(picture[tumor]) - np.median(picture[normal])
   assert gap(out) < 0.5 * gap(image[0, ..., 0])
@@ -170,7 +172,7 @@ def test_float32_out_shape_kept_and_labels_untouched():
   image, label, _, _ = _batch()
   for config in (
     _config(*CHANGES),
-    dataclasses.replace(augment.SITE_AUGMENT, rotate_scale_probability=1.0),
+    dataclasses.replace(augment_config.SITE_AUGMENT, rotate_scale_probability=1.0),
   ):
     out, out_label = augment.augment_batch(
       tf.constant(image, tf.float16),
@@ -197,10 +199,10 @@ def test_smoothing_keeps_a_constant_brain_constant():
   image, label, brain, _ = _batch(modalities=1, context=1)
   image = np.where(brain, 1.5, 0.0)[None, ..., None].repeat(4, axis=0).astype(np.float32)
   config = _config("blur", "low_resolution")
-  changes = augment.draw_site_changes(tf.constant([1, 2], tf.int64), 4, config, 1, 1)
-  rows, columns = (augment.smoothing_taps(changes, config, 32) for _ in range(2))
-  x = augment.split_modalities(tf.constant(image), 1)
-  out = augment.smooth_within_brain(x, x != 0, rows, columns).numpy()[:, 0, 0]
+  changes = site_augment.draw_site_changes(tf.constant([1, 2], tf.int64), 4, config, 1, 1)
+  rows, columns = (site_augment.smoothing_taps(changes, config, 32) for _ in range(2))
+  x = site_augment.split_modalities(tf.constant(image), 1)
+  out = site_augment.smooth_within_brain(x, x != 0, rows, columns).numpy()[:, 0, 0]
   np.testing.assert_allclose(out[:, brain], 1.5, rtol=1e-5)
   assert np.all(out[:, ~brain] == 0.0)
 
@@ -212,7 +214,7 @@ def test_low_resolution_taps_are_the_bands_of_down_then_up_resizing(factor):
   dense = preprocessing.linear_resize_matrix(count, length) @ preprocessing.linear_resize_matrix(
     length, count
   )
-  taps = augment.low_resolution_taps(tf.constant([factor]), length, radius).numpy()[0]
+  taps = site_augment.low_resolution_taps(tf.constant([factor]), length, radius).numpy()[0]
   rebuilt = np.zeros((length, length), np.float32)
   for i in range(length):
     for t in range(-radius, radius + 1):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the region recipe of issue 13 first, then the same-machine
-# reference, then the levers that may raise the score (a loss that charges misses more,
-# fainter edema in training, instance norm, larger slices, smaller batches), then those that
-# check a default. Each is resumable: rerunning this script skips finished rows and folds,
+# reference, fainter edema in training (the common failure), the levers issue 12 asks to
+# measure, both recipes on the other two folds, issue 13's rows, then extra levers. About 2.3-2.6
+# hours a row on 2 AVX2 cores, so a working session finishes about one. Each is resumable: rerunning this script skips finished rows and folds,
 # and resumes a fold at its last finished epoch; a row whose scores docs/results/ keeps
 # (from an earlier machine) is skipped unless RERUN_KEPT=1, e.g. for its stored probabilities.
 # Usage, from the repository root:
@@ -52,27 +52,22 @@ row cv_faint $E/d_ctx1 "Faint-edema augmentation (--faint_edema_augmentation), e
 # The region model's whole tumour fails on the same patients, worse (docs/regions.md).
 row cv_regions_faint $E/d_ctx1_4mod "Regions with faint-edema augmentation (--faint_edema_augmentation), else cv_regions" \
   --train_flagfile=configs/cpu_regions.flags --train_args=--faint_edema_augmentation
-# Tversky: folds 4 and 0 showed no gain (docs/accuracy.md), so it waits behind faint edema.
-row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
-  --train_args=--loss=bce_tversky
-row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
-  --train_args=--norm_layer=instance
-drop $E/d_160 --context_slices=1 --image_size=160
-row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
+# Then the levers issue 12 asks to measure one by one against the candidate, the five-fold
+# figures of both recipes, issue 13's loss and architectures; the extra levers after them.
 row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \
   --train_args=--nosite_augmentation
-row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same slices), else the candidate" \
-  --train_args=--batch_size=8
+drop $E/d_nocrop --context_slices=1 --crop=none
+row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
+drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
+row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
+drop $E/d_160 --context_slices=1 --image_size=160
+row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
 # Today's defaults, and the region recipe, on folds 1 and 2: the 5 patients that
 # cv_candidate and cv_regions (folds 4, 0, 3) lack, so that all 20 patients have a figure
 # (scripts/compare_cv.py pools two kept rows: cv_candidate.json+cv_candidate_f12.json).
 FOLDS=1,2 row cv_candidate_f12 $E/d_ctx1 "The candidate (today's defaults) on folds 1 and 2, beside cv_candidate's folds 4, 0, 3"
 FOLDS=1,2 row cv_regions_f12 $E/d_ctx1_4mod "The region recipe (configs/cpu_regions.flags) on folds 1 and 2, beside cv_regions' folds 4, 0, 3" \
   --train_flagfile=configs/cpu_regions.flags
-drop $E/d_nocrop --context_slices=1 --crop=none
-row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
-drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
-row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
 # Issue 13, a region-weighted Dice: the enhancing tumour counts double in the Dice term.
 # (--train_args splits at commas, so the weights go in a flag file.)
 printf -- '--flagfile=configs/cpu_regions.flags\n--region_weights=1,1,2\n' > "$E/regions_et2.flags"
@@ -91,6 +86,14 @@ for task in flair regions; do
   row cv_${task}_unet_plus_plus "$data" "--architecture=unet_plus_plus for 8 epochs (the U-Net's time), else $flags" \
     --train_flagfile=$flags --train_args=--architecture=unet_plus_plus,--epochs=8
 done
+# Extra levers (not asked by an issue): instance norm, batch 8, Tversky.
+row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \
+  --train_args=--norm_layer=instance
+row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same slices), else the candidate" \
+  --train_args=--batch_size=8
+# Tversky: folds 4 and 0 showed no gain (docs/accuracy.md, "Next runs").
+row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
+  --train_args=--loss=bce_tversky
 row cv_4mod $E/d_ctx1_4mod "Four modalities (flair,t1,t1ce,t2), whole tumour, configs/cpu.flags defaults"
 drop $E/d_ctx0 --context_slices=0
 row cv_ctx0 $E/d_ctx0 "One lever out: no 2.5D context (--context_slices=0), else the candidate"

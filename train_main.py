@@ -82,6 +82,13 @@ flags.DEFINE_enum(
   "best_model.keras holds the best epoch by validation Dice, or the last epoch (honest "
   "cross-validation: the scored fold picks nothing).",
 )
+flags.DEFINE_integer(
+  "validate_every",
+  _D.validate_every,
+  "Validate after every N-th epoch (and the first and last): validation costs about an "
+  "eighth of a CPU epoch. N > 1 needs --checkpoint=last, no early stopping and the cosine "
+  "schedule.",
+)
 flags.DEFINE_bool(
   "site_augmentation",
   _D.site_augmentation,
@@ -198,6 +205,7 @@ flags.register_validator(
 )
 flags.register_validator("batch_size", lambda n: n >= 1, "--batch_size must be at least 1")
 flags.register_validator("epochs", lambda n: n >= 1, "--epochs must be at least 1")
+flags.register_validator("validate_every", lambda n: n >= 1, "--validate_every must be at least 1")
 flags.register_validator(
   "steps_per_epoch", lambda n: n is None or n >= 1, "--steps_per_epoch must be at least 1"
 )

@@ -186,6 +186,30 @@ def test_two_workers_train_one_short_epoch(data_dir, tmp_path):
   assert not leftovers
 
 
+def test_validation_runs_on_the_chosen_epochs_only(data_dir, tmp_path):
+  model_dir = tmp_path / "run"
+  result = _run(
+    _train_command(
+      data_dir,
+      model_dir,
+      "--epochs=4",
+      "--steps_per_epoch=2",
+      "--validate_every=3",
+      "--checkpoint=last",
+      "--early_stopping_patience=0",
+      "--lr_schedule=cosine",
+      "--tensorboard_images=0",
+    )
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  from training import curves
+
+  val_dice = curves.read_history(model_dir / "history.csv")["val_dice"]
+  validated = [epoch for epoch, value in enumerate(val_dice, 1) if value == value]
+  assert validated == [1, 3, 4]  # every third, the first and the last
+  assert (model_dir / "training_curves.png").is_file()
+
+
 @pytest.mark.parametrize(
   "flag,message",
   [
@@ -196,6 +220,7 @@ def test_two_workers_train_one_short_epoch(data_dir, tmp_path):
     ("--deep_supervision", "--deep_supervision needs --architecture=unet_plus_plus"),
     ("--loss=bce --region_weights=1,1,2", "--loss=bce has none"),
     ("--transformer_heads=2", "shape --architecture=trans_unet only, not unet"),
+    ("--validate_every=0", "--validate_every must be at least 1"),
   ],
 )
 def test_invalid_flags_fail_in_one_line(data_dir, tmp_path, flag, message):
@@ -229,6 +254,10 @@ def test_indivisible_batch_is_a_one_line_error(data_dir, tmp_path):
     (["--region_weights=1,2"], "--region_weights needs 1 weights for --task=whole_tumor"),
     (["--region_weights=1,-2"], "--region_weights must be positive numbers"),
     (["--depth=6"], "--depth=6 needs slices whose size divides by 64; the drops in"),
+    (
+      ["--validate_every=2", "--checkpoint=last", "--lr_schedule=cosine"],
+      "--validate_every=2 leaves epochs without validation, which --early_stopping_patience>0",
+    ),
   ],
 )
 def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path, flags, message):

@@ -32,6 +32,7 @@ class TrainConfig:
   reduce_lr_patience: int = 4
   lr_schedule: str = "plateau"  # or "cosine": decays to 0 over the run, no validation needed
   checkpoint: str = "best"  # "best" by validation Dice, or "last": the final weights
+  validate_every: int = 1  # epochs; the first and last are always validated
   seed: int = 0
   deterministic: bool = False
   augment: bool = True
@@ -55,3 +56,9 @@ class TrainConfig:
   tensorboard_images: int = 4
   init_from: str | None = None  # .keras, .h5 or run folder whose weights start the run
   freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded
+
+
+def validation_epochs(epochs: int, every: int) -> list[int]:
+  """The 1-based epochs that run validation: every `every`-th, the first (so history.csv
+  has its validation columns from the start) and the last (the model that is kept)."""
+  return sorted({1, epochs} | set(range(every, epochs + 1, every)))

@@ -40,9 +40,15 @@ def plot_history(history_path, output_path):
   for axis, metric in zip(axes, ("loss", "dice")):
     for prefix, style in (("", "-"), ("val_", "--")):
       if prefix + metric in history:
+        # Epochs without validation (--validate_every) have NaN there: drawn without gaps.
+        points = [
+          (epoch, value)
+          for epoch, value in zip(history["epoch"], history[prefix + metric])
+          if value == value
+        ]
         axis.plot(
-          history["epoch"],
-          history[prefix + metric],
+          [epoch for epoch, _ in points],
+          [value for _, value in points],
           style,
           marker="o",
           markersize=3,

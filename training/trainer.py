@@ -23,6 +23,7 @@ from model import losses
 from model import metrics as metrics_lib
 from model import unet
 from training import callbacks as callbacks_lib
+from training import config as config_lib
 from training.config import TrainConfig
 from training import curves
 from training import distribution
@@ -95,6 +96,28 @@ def _check_task(config, layout):
     )
 
 
+def _check_validation_schedule(config: TrainConfig) -> None:
+  """Checkpoints, early stopping and the plateau schedule read the validation Dice after
+  every epoch, so they refuse --validate_every > 1."""
+  if config.validate_every <= 1:
+    return
+  watchers = [
+    setting
+    for setting, on in (
+      ("--checkpoint=best", config.checkpoint == "best"),
+      ("--early_stopping_patience>0", config.early_stopping_patience > 0),
+      ("--lr_schedule=plateau", config.lr_schedule == "plateau"),
+    )
+    if on
+  ]
+  if watchers:
+    raise ConfigError(
+      f"--validate_every={config.validate_every} leaves epochs without validation, which "
+      f"{', '.join(watchers)} need(s) (use --checkpoint=last --early_stopping_patience=0 "
+      "--lr_schedule=cosine, or --validate_every=1)"
+    )
+
+
 def build_model(config: TrainConfig, layout: manifests.DataLayout) -> keras.Model:
   model_config = unet.UNetConfig(
     image_size=layout.image_size,
@@ -144,6 +167,7 @@ class Run:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
+    _check_validation_schedule(config)
     self.layout = manifests.load_layout(config.data_dir, drops=config.drops)
     _check_task(config, self.layout)
     self.train_folds, self.val_folds, self.val_dir = _folds(config, self.layout)
@@ -337,6 +361,7 @@ def _train(config, strategy, run):
     steps_per_epoch=run.steps_per_epoch,
     validation_data=val_dataset,
     validation_steps=val_steps,
+    validation_freq=config_lib.validation_epochs(config.epochs, config.validate_every),
     callbacks=callbacks,
     verbose=2,
   )

@@ -28,7 +28,7 @@ from input_pipeline import geometry
 from input_pipeline import site_augment
 from input_pipeline.augment_config import AugmentConfig
 from input_pipeline.geometry import NUM_SYMMETRIES
-from input_pipeline.site_augment import compiled
+from input_pipeline.xla import compiled
 
 
 def shift_intensity(

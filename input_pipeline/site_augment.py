@@ -17,11 +17,7 @@ import tensorflow as tf
 
 from data_prep.labels import EDEMA
 from input_pipeline.augment_config import AugmentConfig
-
-
-def compiled(fn):
-  """`fn` as one XLA function (no autograph: these are straight-line tensor code)."""
-  return tf.function(fn, jit_compile=True, autograph=False)
+from input_pipeline.xla import compiled
 
 
 # Site augmentation. Images are [B, M, K, H, W] here: statistics and draws are per

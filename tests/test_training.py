@@ -16,6 +16,7 @@ from conftest import REPO_ROOT
 from model import serializable  # noqa: F401  (custom objects for load_model)
 from data_prep import convert
 from data_prep import folds
+from data_prep import machine
 from data_prep import patient_conversion
 from data_prep import synthetic
 
@@ -277,6 +278,7 @@ def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path, augmentation)
   assert summary["pipeline_images_per_sec"] > 0 and summary["in_memory_images_per_sec"] > 0
   assert summary["precision"] == "float32" and summary["replicas"] == 1
   assert summary["global_batch_size"] == 8
+  assert summary["cpu"] == machine.cpu_model()  # timings name the CPU they ran on
 
 
 def test_the_multi_worker_patch_refuses_untested_keras_versions():

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import machine
 from input_pipeline import augment as augment_lib
 from input_pipeline import decode
 from input_pipeline import manifests
@@ -437,6 +438,7 @@ def benchmark(
     ],
     "steps": steps,
     "warmup_steps": warmup,
+    "cpu": machine.cpu_model(),
   }
   pipeline_rate, pipeline_seconds = _images_per_sec(run, run.train_dataset(), steps, warmup)
   print(

@@ -95,6 +95,12 @@ flags.DEFINE_bool(
   "Augmentation modelled on other scanners: intensity curves, bias field, blur, low "
   "resolution, noise, slice-to-slice changes.",
 )
+flags.DEFINE_float(
+  "site_curve_probability",
+  _D.site_curve_probability,
+  "With --site_augmentation: share of (example, modality) pairs given a random intensity "
+  "curve (gamma and a compressed bright tail: the tumour less bright against the brain).",
+)
 flags.DEFINE_bool(
   "faint_edema_augmentation",
   _D.faint_edema_augmentation,
@@ -222,6 +228,9 @@ flags.register_validator(
 flags.register_validator("dropout", lambda x: 0 <= x < 1, "--dropout must lie in [0, 1)")
 flags.register_validator(
   "tumor_fraction", lambda x: x is None or 0 <= x <= 1, "--tumor_fraction must lie in [0, 1]"
+)
+flags.register_validator(
+  "site_curve_probability", lambda x: 0 <= x <= 1, "--site_curve_probability must lie in [0, 1]"
 )
 flags.register_validator(
   "rotate_scale_probability", lambda x: 0 <= x <= 1, "--rotate_scale_probability must lie in [0, 1]"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT
+from input_pipeline.augment_config import AugmentConfig
 from model.config import UNetConfig
 from training.config import TrainConfig
 
@@ -39,3 +40,8 @@ def test_the_architecture_defaults_are_the_models():
   shared = [field.name for field in dataclasses.fields(TrainConfig) if field.name in model_fields]
   assert len(shared) == 10
   assert all(getattr(TrainConfig, name) == getattr(UNetConfig, name) for name in shared)
+
+
+def test_the_augmentation_defaults_are_the_readers():
+  assert TrainConfig.site_curve_probability == AugmentConfig.curve_probability
+  assert TrainConfig.rotate_scale_probability == AugmentConfig.rotate_scale_probability

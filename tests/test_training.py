@@ -268,7 +268,8 @@ def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path
 
 
 @pytest.mark.parametrize(
-  "augmentation", [[], ["--site_augmentation", "--faint_edema_augmentation"]]
+  "augmentation",
+  [[], ["--site_augmentation", "--site_curve_probability=1", "--faint_edema_augmentation"]],
 )
 def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path, augmentation):
   result = _run(_train_command(data_dir, tmp_path / "run", "--benchmark_steps=3", *augmentation))

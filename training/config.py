@@ -5,6 +5,7 @@ needs no TensorFlow start-up. The architecture's settings default to `model.conf
 
 import dataclasses
 
+from input_pipeline.augment_config import AugmentConfig
 from model.config import UNetConfig
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -36,8 +37,9 @@ class TrainConfig:
   seed: int = 0
   deterministic: bool = False
   augment: bool = True
-  rotate_scale_probability: float = 0.5
+  rotate_scale_probability: float = AugmentConfig.rotate_scale_probability
   site_augmentation: bool = False
+  site_curve_probability: float = AugmentConfig.curve_probability
   faint_edema_augmentation: bool = False
   tumor_fraction: float | None = None
   shuffle_buffer: int | None = None  # None: the reader's (input_pipeline.reader.SHUFFLE_BUFFER)

@@ -235,6 +235,7 @@ class Run:
     augment_config = augment_lib.AugmentConfig(
       rotate_scale_probability=config.rotate_scale_probability,
       site_augmentation=config.site_augmentation,
+      curve_probability=config.site_curve_probability,
       faint_edema=config.faint_edema_augmentation,
     )
     return self.strategy.distribute_datasets_from_function(

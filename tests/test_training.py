@@ -257,7 +257,7 @@ def test_indivisible_batch_is_a_one_line_error(data_dir, tmp_path):
     (["--depth=6"], "--depth=6 needs slices whose size divides by 64; the drops in"),
     (
       ["--validate_every=2", "--checkpoint=last", "--lr_schedule=cosine"],
-      "--validate_every=2 leaves epochs without validation, which --early_stopping_patience>0",
+      "--validate_every=2 leaves epochs without validation, but --early_stopping_patience>0",
     ),
   ],
 )

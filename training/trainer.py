@@ -100,8 +100,8 @@ def _check_task(config, layout):
 def _check_validation_schedule(config: TrainConfig) -> None:
   """Checkpoints, early stopping and the plateau schedule read the validation Dice after
   every epoch, so they refuse --validate_every > 1."""
-  if config.validate_every <= 1:
-    return
+  if config.validate_every <= 1 or (config.val_fold < 0 and not config.val_data_dir):
+    return  # validation every epoch, or none at all
   watchers = [
     setting
     for setting, on in (
@@ -113,9 +113,9 @@ def _check_validation_schedule(config: TrainConfig) -> None:
   ]
   if watchers:
     raise ConfigError(
-      f"--validate_every={config.validate_every} leaves epochs without validation, which "
-      f"{', '.join(watchers)} need(s) (use --checkpoint=last --early_stopping_patience=0 "
-      "--lr_schedule=cosine, or --validate_every=1)"
+      f"--validate_every={config.validate_every} leaves epochs without validation, but "
+      f"{', '.join(watchers)} read the validation Dice after every epoch (use "
+      "--checkpoint=last --early_stopping_patience=0 --lr_schedule=cosine, or --validate_every=1)"
     )
 
 

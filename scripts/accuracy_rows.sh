@@ -53,14 +53,14 @@ row cv_faint $E/d_ctx1 "Faint-edema augmentation (--faint_edema_augmentation), e
 # figures of both recipes, issue 13's loss and architectures; the extra levers after them.
 row cv_nosite $E/d_ctx1 "One lever out: no site augmentation (--nosite_augmentation), else the candidate" \
   --train_args=--nosite_augmentation
+# Without site augmentation the faint-edema patients fell most (docs/accuracy.md, Table 7):
+# does more of its contrast curve (90% of the pairs instead of 50%) lift them further?
+row cv_curve09 $E/d_ctx1 "Site augmentation's intensity curve on 90% of the (example, modality) pairs (--site_curve_probability=0.9), else the candidate" \
+  --train_args=--site_curve_probability=0.9
 drop $E/d_nocrop --context_slices=1 --crop=none
 row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
 drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
 row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
-# Without site augmentation the faint-edema patients fell most (docs/accuracy.md, cv_nosite):
-# does more of its contrast curve (90% of the pairs instead of 50%) lift them further?
-row cv_curve09 $E/d_ctx1 "Site augmentation's intensity curve on 90% of the (example, modality) pairs (--site_curve_probability=0.9), else the candidate" \
-  --train_args=--site_curve_probability=0.9
 drop $E/d_160 --context_slices=1 --image_size=160
 row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels), else the candidate"
 # Today's defaults, and the region recipe, on folds 1 and 2: the 5 patients that

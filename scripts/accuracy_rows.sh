@@ -98,8 +98,8 @@ row cv_batch8 $E/d_ctx1 "Batch 8 instead of 32 (4x the optimizer steps, the same
 # Tversky: folds 4 and 0 showed no gain (docs/accuracy.md, "Next runs").
 row cv_tversky $E/d_ctx1 "Tversky in place of Dice (--loss=bce_tversky: missed tumour weighted 0.7), else the candidate" \
   --train_args=--loss=bce_tversky
-# Faint edema on the region recipe: last, since the FLAIR row lowered 7 of its first 10
-# patients (docs/accuracy.md, "Partial rows").
+# Faint edema on the region recipe: last, since the FLAIR row lowered 10 of 15 patients
+# (docs/accuracy.md, Table 6).
 row cv_regions_faint $E/d_ctx1_4mod "Regions with faint-edema augmentation (--faint_edema_augmentation), else cv_regions" \
   --train_flagfile=configs/cpu_regions.flags --train_args=--faint_edema_augmentation
 row cv_4mod $E/d_ctx1_4mod "Four modalities (flair,t1,t1ce,t2), whole tumour, configs/cpu.flags defaults"

@@ -59,8 +59,9 @@ class TrainConfig:
   init_from: str | None = None  # .keras, .h5 or run folder whose weights start the run
   freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded
 
-
-def validation_epochs(epochs: int, every: int) -> list[int]:
-  """The 1-based epochs that run validation: every `every`-th, the first (so history.csv
-  has its validation columns from the start) and the last (the model that is kept)."""
-  return sorted({1, epochs} | set(range(every, epochs + 1, every)))
+  @property
+  def validation_epochs(self) -> list[int]:
+    """The 1-based epochs that run validation: every `validate_every`-th, the first (so
+    history.csv has its validation columns from the start) and the last (the model kept)."""
+    every = range(self.validate_every, self.epochs + 1, self.validate_every)
+    return sorted({1, self.epochs, *every})

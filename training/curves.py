@@ -2,6 +2,7 @@
 
 import csv
 import io
+import math
 
 from data_prep import atomic
 
@@ -44,7 +45,7 @@ def plot_history(history_path, output_path):
         points = [
           (epoch, value)
           for epoch, value in zip(history["epoch"], history[prefix + metric])
-          if value == value
+          if not math.isnan(value)
         ]
         axis.plot(
           [epoch for epoch, _ in points],

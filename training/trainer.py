@@ -24,7 +24,6 @@ from model import losses
 from model import metrics as metrics_lib
 from model import unet
 from training import callbacks as callbacks_lib
-from training import config as config_lib
 from training.config import TrainConfig
 from training import curves
 from training import distribution
@@ -107,7 +106,7 @@ def _check_validation_schedule(config: TrainConfig) -> None:
     for setting, on in (
       ("--checkpoint=best", config.checkpoint == "best"),
       ("--early_stopping_patience>0", config.early_stopping_patience > 0),
-      ("--lr_schedule=plateau", config.lr_schedule == "plateau"),
+      ("--lr_schedule=plateau", config.lr_schedule == "plateau" and config.reduce_lr_patience > 0),
     )
     if on
   ]
@@ -363,7 +362,7 @@ def _train(config, strategy, run):
     steps_per_epoch=run.steps_per_epoch,
     validation_data=val_dataset,
     validation_steps=val_steps,
-    validation_freq=config_lib.validation_epochs(config.epochs, config.validate_every),
+    validation_freq=config.validation_epochs,
     callbacks=callbacks,
     verbose=2,
   )

@@ -274,16 +274,6 @@ def _region_weights():
   return None if _REGION_WEIGHTS.value is None else tuple(float(v) for v in _REGION_WEIGHTS.value)
 
 
-def _write_flags(model_dir):
-  """flags.txt in --flagfile syntax, so the run can be repeated exactly."""
-  from data_prep import atomic
-
-  os.makedirs(model_dir, exist_ok=True)
-  atomic.write_bytes(
-    os.path.join(model_dir, "flags.txt"), flags.FLAGS.flags_into_string().encode("utf-8")
-  )
-
-
 def _train_config(**resolved):
   """The TrainConfig of the flags: each field takes the flag of its name, then `resolved`."""
   values = {
@@ -335,8 +325,6 @@ def main(argv):
     if _BENCHMARK_STEPS.value:
       trainer.benchmark(train_config, strategy, _BENCHMARK_STEPS.value)
       return
-    if distribution.is_chief():
-      _write_flags(_MODEL_DIR.value)
     logging.info(
       "strategy %s with %d replicas, precision %s, XLA %s",
       type(strategy).__name__,
@@ -344,7 +332,8 @@ def main(argv):
       train_config.precision,
       train_config.jit_compile,
     )
-    trainer.train(train_config, strategy)
+    # flags.txt in --flagfile syntax, written only once the run is accepted.
+    trainer.train(train_config, strategy, flags_text=flags.FLAGS.flags_into_string())
   except (manifests.DataError, trainer.ConfigError) as error:
     sys.exit(f"error: {error}")
   print(

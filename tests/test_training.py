@@ -266,6 +266,7 @@ def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path
   result = _run(_train_command(data_dir, tmp_path / "run", "--epochs=1", *flags))
   assert result.returncode == 1
   assert message in result.stderr and "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize(

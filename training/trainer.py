@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import atomic
 from data_prep import machine
 from input_pipeline import augment as augment_lib
 from input_pipeline import decode
@@ -311,10 +312,13 @@ def _refuse_bad_model_file(function, *args, **kwargs):
     raise ConfigError(str(error)) from None
 
 
-def train(config: TrainConfig, strategy: tf.distribute.Strategy) -> keras.callbacks.History:
+def train(
+  config: TrainConfig, strategy: tf.distribute.Strategy, flags_text: str | None = None
+) -> keras.callbacks.History:
   """Trains, checkpoints the best model, exports best_model.h5, saved_model/ and
-  training_curves.png. The chief first records the run (run_info.json) and copies its log
-  into run.log, so the result can be traced later.
+  training_curves.png. The chief first records the run (run_info.json, and `flags_text` as
+  flags.txt, so the run can be repeated) and copies its log into run.log, so the result can
+  be traced later.
 
   Returns:
     The Keras History of this process's fit call.
@@ -323,6 +327,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy) -> keras.callba
   if not distribution.is_chief():
     return _train(config, strategy, run)
   os.makedirs(config.model_dir, exist_ok=True)
+  if flags_text is not None:
+    atomic.write_bytes(os.path.join(config.model_dir, "flags.txt"), flags_text.encode("utf-8"))
   run_info.write(config.model_dir)
   with run_info.log_to_file(config.model_dir):
     return _train(config, strategy, run)

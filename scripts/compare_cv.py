@@ -11,10 +11,11 @@ into one, e.g. all 20 patients from a row on folds 4, 0, 3 and its folds 1 and 2
 
 Prints, for the patients every run scored: one row per run with the mean, median and worst
 Dice of its plain, TTA, final and stress-mean masks and its training time; then how much
-tumour each run predicts against the truth (its median ratio of volumes); then the Dice
-per patient of each run's final mask and stress mean; then how many patients each run
-moved up or down against the first; for region runs (`--task=regions`) also each region's
-final Dice (mean / median / worst, then per patient with its HD95, and patients moved
+tumour each run predicts against the truth (its median ratio of volumes); then the mean
+Dice under each stress condition; then the Dice per patient of each run's final mask and
+stress mean; then how many patients each run moved up or down against the first; for
+region runs (`--task=regions`) also each region's final Dice (mean / median / worst, then
+per patient with its HD95, and patients moved
 against the first). Runs trained on different CPUs are flagged: round-off and run-to-run
 variation then mix with the lever, so compare rows of one machine.
 """
@@ -61,6 +62,33 @@ def _volume_ratios(summary, patients):
       and row["patient_id"] in patients
     ]
   )
+
+
+def _stress_means(summary, patients):
+  """{condition: mean Dice over the patients} of the run's stress rows (its scored region)."""
+  scores = {}
+  for row in summary["rows"]:
+    variant = row["variant"]
+    if variant.startswith("stress:") and row["region"] == summary["region"]:
+      if row["patient_id"] in patients:
+        scores.setdefault(variant.split(":", 1)[1], []).append(row["dice"])
+  return {condition: float(np.mean(values)) for condition, values in scores.items()}
+
+
+def _print_stress_conditions(runs, summaries, common):
+  by_run = [_stress_means(s, common) for s in summaries]
+  conditions = sorted(set.intersection(*(set(means) for means in by_run)))
+  if not conditions:
+    return
+  print("\n| run | plain | " + " | ".join(conditions) + " |")
+  print("|---" * (len(conditions) + 2) + "|")
+  for run, summary, means in zip(runs, summaries, by_run):
+    plain = np.mean([p["plain"] for p in summary["per_patient"] if p["patient_id"] in common])
+    print(
+      f"| {run_name(run)} | {plain:.3f} | "
+      + " | ".join(f"{means[c]:.3f}" for c in conditions)
+      + " |"
+    )
 
 
 def _print_regions(runs, summaries, common):
@@ -126,6 +154,7 @@ def main(runs):
     print(
       f"| {run_name(run)} | {np.median(ratios):.2f} | {int((ratios < 1).sum())} of {len(ratios)} |"
     )
+  _print_stress_conditions(runs, summaries, common)
   print("\n| patient | fold | " + " | ".join(f"{run_name(r)} final | stress" for r in runs) + " |")
   print("|---|---" + "|---|---" * len(runs) + "|")
   for patient in sorted(common, key=lambda p: (by_run[0][p]["fold"], p)):

@@ -198,6 +198,30 @@ def test_compare_cv_pools_runs_of_one_recipe_on_other_folds(tmp_path):
   assert twice.returncode == 1 and "share a fold or a patient" in twice.stderr
 
 
+def test_compare_cv_averages_each_stress_condition_over_the_common_patients(tmp_path):
+  _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(100, 80), (100, 90)])
+  _summary(tmp_path / "b", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)])
+  stressed = {("a", "P1"): 0.5, ("a", "P2"): 0.7, ("b", "P1"): 0.8, ("b", "P2"): 0.6}
+  for run in ("a", "b"):
+    path = tmp_path / run / "summary.json"
+    summary = json.loads(path.read_text())
+    for patient in ("P1", "P2"):
+      stress_row = {"patient_id": patient, "region": "whole_tumor", "hd95_mm": 1.0}
+      summary["rows"].append(
+        {**stress_row, "variant": "stress:gamma", "dice": stressed[run, patient]}
+      )
+      # another region's row under stress is not the run's whole-tumour score
+      summary["rows"].append(
+        {**stress_row, "variant": "stress:gamma", "region": "enhancing_tumor", "dice": 0.0}
+      )
+    path.write_text(json.dumps(summary))
+  result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert result.returncode == 0, result.stderr
+  assert "| run | plain | gamma |" in result.stdout
+  assert "| a | 0.850 | 0.600 |" in result.stdout
+  assert "| b | 0.865 | 0.700 |" in result.stdout
+
+
 def test_compare_cv_compares_each_region_of_region_runs(tmp_path):
   _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.5, "P2": 1.0})
   _summary(tmp_path / "b", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.7, "P2": 0.6})

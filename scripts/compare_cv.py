@@ -13,16 +13,19 @@ Prints, for the patients every run scored: one row per run with the mean, median
 Dice of its plain, TTA, final and stress-mean masks and its training time; then how much
 tumour each run predicts against the truth (its median ratio of volumes); then the mean
 Dice under each stress condition; then the Dice per patient of each run's final mask and
-stress mean; then how many patients each run moved up or down against the first; for
-region runs (`--task=regions`) also each region's final Dice (mean / median / worst, then
-per patient with its HD95, and patients moved
-against the first). Runs trained on different CPUs are flagged: round-off and run-to-run
+stress mean; then how many patients each run moved up or down against the first, with the
+p-values of a sign test and a Wilcoxon signed-rank test on the paired Dice (small p: the
+patients moved the same way more often than noise would); for region runs
+(`--task=regions`) also each region's final Dice (mean / median / worst, then per patient
+with its HD95, and patients moved against the first). Runs trained on different CPUs are
+flagged: round-off and run-to-run
 variation then mix with the lever, so compare rows of one machine.
 """
 
 import sys
 
 import numpy as np
+from scipy import stats
 from cv_tables import final_by_region
 from cv_tables import load_summary
 from cv_tables import run_name
@@ -44,10 +47,20 @@ def _spread(values):
   return f"{values.mean():.3f} / {np.median(values):.3f} / {values.min():.3f}"
 
 
+def _paired_tests(delta):
+  """'sign test p 0.30, Wilcoxon p 0.12': how often patients would move this way, or further,
+  if the change were noise symmetric around 0 (two-sided; unchanged patients left out)."""
+  moved = delta[delta != 0]
+  if moved.size == 0:
+    return "no patient moved"
+  sign = stats.binomtest(int((moved > 0).sum()), moved.size).pvalue
+  return f"sign test p {sign:.2f}, Wilcoxon p {stats.wilcoxon(moved).pvalue:.2f}"
+
+
 def _print_moved(run, first_run, label, delta):
   print(
     f"\n{run_name(run)} vs {run_name(first_run)}, {label}: {int((delta > 0).sum())} patients up, "
-    f"{int((delta < 0).sum())} down, mean change {delta.mean():+.3f}"
+    f"{int((delta < 0).sum())} down, mean change {delta.mean():+.3f} ({_paired_tests(delta)})"
   )
 
 

@@ -167,7 +167,27 @@ def test_compare_cv_counts_patients_moved_and_under_segmented(tmp_path):
   assert result.returncode == 0, result.stderr
   assert "| a | 0.85 | 2 of 2 |" in result.stdout
   assert "| b | 1.07 | 1 of 2 |" in result.stdout
-  assert "b vs a, final: 1 patients up, 1 down, mean change +0.015" in result.stdout
+  assert "b vs a, final: 1 patients up, 1 down, mean change +0.015 (sign test p 1.00" in (
+    result.stdout
+  )
+
+
+def test_compare_cv_tests_whether_patients_moved_one_way_more_than_noise(tmp_path):
+  patients = [f"P{i}" for i in range(8)]
+  _summary(tmp_path / "a", dict.fromkeys(patients, 0.8), [(100, 90)] * 8)
+  moved = {p: 0.8 + 0.01 * (i + 1) for i, p in enumerate(patients)}  # all 8 up
+  _summary(tmp_path / "b", moved, [(100, 90)] * 8)
+  _summary(tmp_path / "c", dict.fromkeys(patients, 0.8), [(100, 90)] * 8)
+  result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"))
+  assert result.returncode == 0, result.stderr
+  # 8 of 8 up: 2 * 0.5**8 = 0.0078 for the sign test, the same for the exact Wilcoxon test
+  assert "b vs a, final: 8 patients up, 0 down, mean change +0.045 (sign test p 0.01, " in (
+    result.stdout
+  )
+  assert "Wilcoxon p 0.01)" in result.stdout
+  assert "c vs a, final: 0 patients up, 0 down, mean change +0.000 (no patient moved)" in (
+    result.stdout
+  )
 
 
 def test_compare_cv_reads_a_summary_kept_outside_its_run(tmp_path):

@@ -45,3 +45,20 @@ def test_the_architecture_defaults_are_the_models():
 def test_the_augmentation_defaults_are_the_readers():
   assert TrainConfig.site_curve_probability == AugmentConfig.curve_probability
   assert TrainConfig.rotate_scale_probability == AugmentConfig.rotate_scale_probability
+
+
+def test_the_settings_that_read_validation_after_every_epoch():
+  defaults = TrainConfig(data_dir="d", model_dir="m")  # best checkpoint, early stop, plateau
+  assert defaults.validation_watchers == [
+    "--checkpoint=best",
+    "--early_stopping_patience>0",
+    "--lr_schedule=plateau",
+  ]
+  assert defaults.plateau_patience == defaults.reduce_lr_patience > 0
+  quiet = dataclasses.replace(
+    defaults, checkpoint="last", early_stopping_patience=0, lr_schedule="cosine"
+  )
+  assert quiet.validation_watchers == [] and quiet.plateau_patience == 0
+  # the plateau schedule with no patience never halves, so it watches nothing
+  idle_plateau = dataclasses.replace(quiet, lr_schedule="plateau", reduce_lr_patience=0)
+  assert idle_plateau.validation_watchers == [] and idle_plateau.plateau_patience == 0

@@ -60,6 +60,26 @@ class TrainConfig:
   freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded
 
   @property
+  def plateau_patience(self) -> int:
+    """Epochs without a better validation Dice before the learning rate halves; 0 (never)
+    unless the plateau schedule is chosen."""
+    return self.reduce_lr_patience if self.lr_schedule == "plateau" else 0
+
+  @property
+  def validation_watchers(self) -> list[str]:
+    """The settings that read the validation Dice after every epoch (the callbacks that
+    `training.callbacks.build_callbacks` adds for them)."""
+    return [
+      setting
+      for setting, on in (
+        ("--checkpoint=best", self.checkpoint == "best"),
+        ("--early_stopping_patience>0", self.early_stopping_patience > 0),
+        ("--lr_schedule=plateau", self.plateau_patience > 0),
+      )
+      if on
+    ]
+
+  @property
   def validation_epochs(self) -> list[int]:
     """The 1-based epochs that run validation: every `validate_every`-th, the first (so
     history.csv has its validation columns from the start) and the last (the model kept)."""

@@ -102,15 +102,7 @@ def _check_validation_schedule(config: TrainConfig) -> None:
   every epoch, so they refuse --validate_every > 1."""
   if config.validate_every <= 1 or (config.val_fold < 0 and not config.val_data_dir):
     return  # validation every epoch, or none at all
-  watchers = [
-    setting
-    for setting, on in (
-      ("--checkpoint=best", config.checkpoint == "best"),
-      ("--early_stopping_patience>0", config.early_stopping_patience > 0),
-      ("--lr_schedule=plateau", config.lr_schedule == "plateau" and config.reduce_lr_patience > 0),
-    )
-    if on
-  ]
+  watchers = config.validation_watchers
   if watchers:
     raise ConfigError(
       f"--validate_every={config.validate_every} leaves epochs without validation, but "
@@ -347,7 +339,7 @@ def _train(config, strategy, run):
     write_dir=write_dir,
     monitor=monitor,
     early_stopping_patience=config.early_stopping_patience,
-    reduce_lr_patience=config.reduce_lr_patience if config.lr_schedule == "plateau" else 0,
+    reduce_lr_patience=config.plateau_patience,
     save_best_only=config.checkpoint == "best",
     is_chief=chief,
     validation_batch=run.sample_validation_batch(config.tensorboard_images) if chief else None,

@@ -2,7 +2,7 @@
 # The accuracy rows of docs/accuracy.md ("Next runs"), one after another, on the 20 cases of
 # ../shared/data/brats2018: the region recipe of issue 13 first, then the same-machine
 # reference, fainter edema in training (the common failure), the levers issue 12 asks to
-# measure, both recipes on the other two folds, issue 13's rows, then extra levers. About 2.3-2.6
+# measure, both recipes on the other two folds, issue 13's rows, then extra levers. About 2-2.6
 # hours a row on 2 AVX2 cores, so a working session finishes about one. Each is resumable: rerunning this script skips finished rows and folds,
 # and resumes a fold at its last finished epoch; a row whose scores docs/results/ keeps
 # (from an earlier machine) is skipped unless RERUN_KEPT=1, e.g. for its stored probabilities.

@@ -77,31 +77,24 @@ def _volume_ratios(summary, patients):
   )
 
 
-def _stress_means(summary, patients):
-  """{condition: mean Dice over the patients} of the run's stress rows (its scored region)."""
-  scores = {}
-  for row in summary["rows"]:
-    variant = row["variant"]
-    if variant.startswith("stress:") and row["region"] == summary["region"]:
-      if row["patient_id"] in patients:
-        scores.setdefault(variant.split(":", 1)[1], []).append(row["dice"])
-  return {condition: float(np.mean(values)) for condition, values in scores.items()}
-
-
-def _print_stress_conditions(runs, summaries, common):
-  by_run = [_stress_means(s, common) for s in summaries]
-  conditions = sorted(set.intersection(*(set(means) for means in by_run)))
+def _print_stress_conditions(runs, by_run):
+  """Each run's plain mean and its mean under each stress condition (the per-patient
+  `stress:<condition>` Dice that cross-validation records for the scored region)."""
+  conditions = sorted(
+    set.intersection(
+      *(
+        {key for p in patients.values() for key in p if key.startswith("stress:")}
+        for patients in by_run
+      )
+    )
+  )
   if not conditions:
     return
-  print("\n| run | plain | " + " | ".join(conditions) + " |")
+  print("\n| run | plain | " + " | ".join(c.split(":", 1)[1] for c in conditions) + " |")
   print("|---" * (len(conditions) + 2) + "|")
-  for run, summary, means in zip(runs, summaries, by_run):
-    plain = np.mean([p["plain"] for p in summary["per_patient"] if p["patient_id"] in common])
-    print(
-      f"| {run_name(run)} | {plain:.3f} | "
-      + " | ".join(f"{means[c]:.3f}" for c in conditions)
-      + " |"
-    )
+  for run, patients in zip(runs, by_run):
+    means = [np.mean([p[column] for p in patients.values()]) for column in ["plain", *conditions]]
+    print(f"| {run_name(run)} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
 
 
 def _print_regions(runs, summaries, common):
@@ -167,7 +160,7 @@ def main(runs):
     print(
       f"| {run_name(run)} | {np.median(ratios):.2f} | {int((ratios < 1).sum())} of {len(ratios)} |"
     )
-  _print_stress_conditions(runs, summaries, common)
+  _print_stress_conditions(runs, by_run)
   print("\n| patient | fold | " + " | ".join(f"{run_name(r)} final | stress" for r in runs) + " |")
   print("|---|---" + "|---|---" * len(runs) + "|")
   for patient in sorted(common, key=lambda p: (by_run[0][p]["fold"], p)):

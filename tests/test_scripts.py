@@ -225,15 +225,8 @@ def test_compare_cv_averages_each_stress_condition_over_the_common_patients(tmp_
   for run in ("a", "b"):
     path = tmp_path / run / "summary.json"
     summary = json.loads(path.read_text())
-    for patient in ("P1", "P2"):
-      stress_row = {"patient_id": patient, "region": "whole_tumor", "hd95_mm": 1.0}
-      summary["rows"].append(
-        {**stress_row, "variant": "stress:gamma", "dice": stressed[run, patient]}
-      )
-      # another region's row under stress is not the run's whole-tumour score
-      summary["rows"].append(
-        {**stress_row, "variant": "stress:gamma", "region": "enhancing_tumor", "dice": 0.0}
-      )
+    for patient in summary["per_patient"]:  # as cross-validation records them
+      patient["stress:gamma"] = stressed[run, patient["patient_id"]]
     path.write_text(json.dumps(summary))
   result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"))
   assert result.returncode == 0, result.stderr

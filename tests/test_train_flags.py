@@ -62,3 +62,9 @@ def test_the_settings_that_read_validation_after_every_epoch():
   # the plateau schedule with no patience never halves, so it watches nothing
   idle_plateau = dataclasses.replace(quiet, lr_schedule="plateau", reduce_lr_patience=0)
   assert idle_plateau.validation_watchers == [] and idle_plateau.plateau_patience == 0
+
+
+def test_a_run_validates_on_a_folder_or_a_fold():
+  assert TrainConfig(data_dir="d", model_dir="m").validates  # fold 0
+  assert not TrainConfig(data_dir="d", model_dir="m", val_fold=-1).validates
+  assert TrainConfig(data_dir="d", model_dir="m", val_fold=-1, val_data_dir="v").validates

@@ -60,6 +60,11 @@ class TrainConfig:
   freeze_encoder: bool = False  # with init_from: the encoder's weights stay as loaded
 
   @property
+  def validates(self) -> bool:
+    """Whether the run validates at all: on --val_data_dir, or on a fold (--val_fold >= 0)."""
+    return bool(self.val_data_dir) or self.val_fold >= 0
+
+  @property
   def plateau_patience(self) -> int:
     """Epochs without a better validation Dice before the learning rate halves; 0 (never)
     unless the plateau schedule is chosen."""

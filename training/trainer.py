@@ -51,10 +51,10 @@ def effective_learning_rate(config: TrainConfig) -> float:
 def _folds(config, layout):
   """(training folds, validation folds or None, validation data dir). Training takes every
   fold that holds patients except the validation fold; an empty validation fold is an error."""
+  if not config.validates:
+    return None, None, None
   if config.val_data_dir:
     return None, None, config.val_data_dir
-  if config.val_fold < 0:
-    return None, None, None
   if config.val_fold >= layout.num_folds:
     raise manifests.DataError(
       f"--val_fold={config.val_fold}: the drops have {layout.num_folds} folds"
@@ -100,7 +100,7 @@ def _check_task(config, layout):
 def _check_validation_schedule(config: TrainConfig) -> None:
   """Checkpoints, early stopping and the plateau schedule read the validation Dice after
   every epoch, so they refuse --validate_every > 1."""
-  if config.validate_every <= 1 or (config.val_fold < 0 and not config.val_data_dir):
+  if config.validate_every <= 1 or not config.validates:
     return  # validation every epoch, or none at all
   watchers = config.validation_watchers
   if watchers:

@@ -115,6 +115,13 @@ flags.DEFINE_float(
   _D.rotate_scale_probability,
   "Share of training batches given a small rotation and scaling.",
 )
+flags.DEFINE_integer(
+  "patch_size",
+  _D.patch_size,
+  "Train on a random patch_size x patch_size window of each augmented slice, and apply the "
+  "model to whole slices (0: train on whole slices). With larger stored slices (convert "
+  "--image_size=192) the model sees finer pixels at the training cost of patch_size.",
+)
 flags.DEFINE_float(
   "tumor_fraction",
   _D.tumor_fraction,
@@ -235,6 +242,7 @@ flags.register_validator(
 flags.register_validator(
   "rotate_scale_probability", lambda x: 0 <= x <= 1, "--rotate_scale_probability must lie in [0, 1]"
 )
+flags.register_validator("patch_size", lambda n: n >= 0, "--patch_size must be 0 or positive")
 flags.register_validator("benchmark_steps", lambda n: n >= 0, "--benchmark_steps must be >= 0")
 flags.register_validator(
   "init_from",
@@ -245,6 +253,11 @@ flags.register_multi_flags_validator(
   ["freeze_encoder", "init_from"],
   lambda f: not f["freeze_encoder"] or f["init_from"],
   "--freeze_encoder needs --init_from (a random encoder is not worth keeping)",
+)
+flags.register_multi_flags_validator(
+  ["patch_size", "architecture"],
+  lambda f: not f["patch_size"] or f["architecture"] != "trans_unet",
+  "--patch_size needs a fully convolutional model; trans_unet's tokens are fixed by the size",
 )
 flags.register_multi_flags_validator(
   ["deep_supervision", "architecture"],

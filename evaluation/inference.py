@@ -75,9 +75,15 @@ def info_for(model: "keras.Model", folder: str) -> dict[str, Any] | None:
   return info
 
 
-def default_info(model: "keras.Model") -> dict[str, Any]:
+def default_info(model: "keras.Model", path: str) -> dict[str, Any]:
   """For a bare model file: FLAIR whole slices, the converter's old rule (a model taking
   other channels is then refused by `Segmenter` in one line)."""
+  if model.input_shape[1] is None:
+    raise EvaluationError(
+      f"{path}: takes slices of any size (trained on "
+      f"patches), so how to prepare them is known only from the {contract.DATASET_INFO} "
+      "its training wrote beside it; keep the two together"
+    )
   recipe = preprocessing.Recipe.before_recipes(model.input_shape[1])
   return {"task": task_of(model), "preprocessing": recipe.to_json(), "val_fold": None}
 
@@ -114,11 +120,13 @@ def load_members(model_dirs: Sequence[str] = (), model_paths: Sequence[str] = ()
   for model_dir in model_dirs:
     for run_dir in member_dirs(model_dir):
       model = load_model(os.path.join(run_dir, MODEL_FILE))
-      members.append(Member(run_dir, model, info_for(model, run_dir) or default_info(model)))
+      members.append(
+        Member(run_dir, model, info_for(model, run_dir) or default_info(model, run_dir))
+      )
   for path in model_paths:
     model = load_model(path)
     members.append(
-      Member(path, model, info_for(model, os.path.dirname(path)) or default_info(model))
+      Member(path, model, info_for(model, os.path.dirname(path)) or default_info(model, path))
     )
   if not members:
     raise EvaluationError("no model given")
@@ -221,7 +229,7 @@ class Segmenter:
     self.batch_size = batch_size
     for member in members:
       expected = (self.recipe.image_size, self.recipe.image_size, self.recipe.channels)
-      if tuple(member.model.input_shape[1:]) != expected:
+      if not contract.shapes_fit(member.model.input_shape, (None, *expected)):
         raise EvaluationError(
           f"{member.path}: the model takes {member.model.input_shape[1:]} "
           f"but its recipe prepares {expected}"

@@ -25,6 +25,24 @@ def symmetric(x: tf.Tensor, index: int) -> tf.Tensor:
   return x
 
 
+def random_patches(
+  image: tf.Tensor, label: tf.Tensor, size: int, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """A `size` x `size` window of each example of image [B, H, W, C] and label map [B, H, W],
+  the same window for both, placed uniformly at random per example (seed: int64 [2])."""
+  batch, height, width = tf.shape(image)[0], tf.shape(image)[1], tf.shape(image)[2]
+  corner = tf.random.stateless_uniform([batch, 2], seed, 0, 2**30, dtype=tf.int32)
+  top = corner[:, 0] % (height - size + 1)
+  left = corner[:, 1] % (width - size + 1)
+  rows = top[:, None] + tf.range(size)[None]  # [B, size]
+  columns = left[:, None] + tf.range(size)[None]
+
+  def crop(x):
+    return tf.gather(tf.gather(x, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
+
+  return crop(image), crop(label)
+
+
 def symmetry_matrix(index: int | tf.Tensor) -> tf.Tensor:
   """The [2, 2] map from output to input coordinates (x, y about the centre) of
   `symmetric(., index)`; `index` may be a tensor."""

@@ -16,6 +16,7 @@ import tensorflow as tf
 from data_prep import tfrecord_schema
 from input_pipeline import augment as augment_lib
 from input_pipeline import decode
+from input_pipeline import geometry
 from input_pipeline import manifests
 
 _READ_BUFFER_BYTES = 4 << 20
@@ -81,6 +82,7 @@ def build_dataset(
   cycle_length: int = CYCLE_LENGTH,
   with_metadata: bool = False,
   repeat: bool | None = None,
+  patch_size: int | None = None,
 ) -> tf.data.Dataset:
   """Builds the training or evaluation dataset.
 
@@ -98,6 +100,8 @@ def build_dataset(
     deterministic: same batches on every run with the same seed (slower).
     with_metadata: yield dicts with image, target, patient_id, slice_index (evaluation).
     repeat: override the default (forever for training, once for evaluation).
+    patch_size: training only: a random patch_size x patch_size window of each augmented
+      slice (None: whole slices). Evaluation always reads whole slices.
   Returns:
     A `tf.data.Dataset` of (image float32 [B,H,W,C], target float32 [B,H,W,K]), or dicts.
   """
@@ -133,8 +137,15 @@ def build_dataset(
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   dataset = dataset.batch(batch_size, drop_remainder=training)
 
+  if patch_size is not None and not (training and 0 < patch_size <= layout.image_size):
+    raise ValueError(
+      f"patch_size {patch_size} needs training and at most the stored {layout.image_size}px"
+    )
   to_pair = training_pair_fn(
-    task, augment_config if augment else None, num_modalities=len(layout.modalities)
+    task,
+    augment_config if augment else None,
+    num_modalities=len(layout.modalities),
+    patch_size=patch_size,
   )
 
   def to_outputs(serialized, batch_seed=None):
@@ -155,7 +166,7 @@ def build_dataset(
       }
     return image, target
 
-  if augment:
+  if augment or patch_size:
     dataset = tf.data.Dataset.zip(dataset, _seeds(seed + 1))
   dataset = dataset.map(
     to_outputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training
@@ -172,10 +183,13 @@ def training_pair_fn(
   task: str,
   augment_config: augment_lib.AugmentConfig | None = None,
   num_modalities: int | None = None,
+  patch_size: int | None = None,
 ) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
   """(image in the stored dtype, label uint8, seed) -> (image float32, target float32);
-  the seed is used only with `augment_config`. Channels are 2.5D context slices of
-  `num_modalities` modalities (None: one slice), so intensity changes follow the modality."""
+  the seed is used only with `augment_config` or `patch_size`. Channels are 2.5D context
+  slices of `num_modalities` modalities (None: one slice), so intensity changes follow the
+  modality. Patches are cut after the augmentation, which so sees the whole slice (its
+  rotations bring in no empty corners, its site intensities read the whole brain)."""
 
   def pair(image, label, seed=None):
     if augment_config is None:
@@ -184,6 +198,9 @@ def training_pair_fn(
       image, label = augment_lib.augment_batch(
         image, label, seed, augment_config, num_modalities=num_modalities
       )
+    if patch_size is not None:
+      patch_seed = tf.random.experimental.stateless_fold_in(seed, 3)  # augmentation's unchanged
+      image, label = geometry.random_patches(image, label, patch_size, patch_seed)
     return image, decode.targets_from_labels(label, task)
 
   return pair

@@ -92,4 +92,5 @@ def head(x, config, name="probabilities"):
 
 
 def image_input(config):
+  """[B, H, W, C]; H and W are None (any size) when `config.image_size` is None."""
   return keras.Input((config.image_size, config.image_size, config.channels), name="image")

@@ -15,7 +15,9 @@ ARCHITECTURES = ("unet", "unet_plus_plus", "attention_unet", "trans_unet")
 class UNetConfig:
   """Hyperparameters. The defaults train well on 128x128 FLAIR slices."""
 
-  image_size: int = Recipe.image_size  # the converter's default slice size
+  # The converter's default slice size; None: any size that divides by 2**depth (a model
+  # trained on patches and applied to whole slices; not trans_unet, whose tokens are fixed).
+  image_size: int | None = Recipe.image_size
   channels: int = 1
   num_outputs: int = 1
   depth: int = 4  # poolings; the image size must divide by 2**depth
@@ -32,7 +34,9 @@ class UNetConfig:
   def validate(self):
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-    if self.image_size % (2**self.depth):
+    if self.image_size is None and self.architecture == "trans_unet":
+      raise ValueError("trans_unet needs a fixed image_size (its position embedding is per token)")
+    if self.image_size is not None and self.image_size % (2**self.depth):
       raise ValueError(f"image_size {self.image_size} must divide by 2**depth = {2**self.depth}")
     if self.norm_layer not in NORM_LAYERS:
       raise ValueError(f"norm_layer must be one of {NORM_LAYERS}, got {self.norm_layer!r}")

@@ -49,6 +49,14 @@ def training_info(*, task, layout, val_fold, train_folds, checkpoint):
   }
 
 
+def shapes_fit(model_shape, wanted):
+  """Whether a model's input or output shape (batch first) fits `wanted`: equal, except that
+  None (a model trained on patches takes slices of any size) fits any size."""
+  return len(model_shape) == len(wanted) and all(
+    a is None or b is None or a == b for a, b in zip(model_shape[1:], wanted[1:])
+  )
+
+
 def write(model_dir, info):
   atomic.write_json(os.path.join(model_dir, DATASET_INFO), info)
 

@@ -18,12 +18,12 @@ from model import unet
 SIZE = 32
 
 
-def _save_run(run_dir, seed, recipe, task="whole_tumor"):
+def _save_run(run_dir, seed, recipe, task="whole_tumor", any_size=False):
   import keras
 
   keras.utils.set_random_seed(seed)
   config = unet.UNetConfig(
-    image_size=recipe.image_size,
+    image_size=None if any_size else recipe.image_size,  # any_size: as trained on patches
     channels=recipe.channels,
     num_outputs=1 if task == "whole_tumor" else 3,
     depth=2,
@@ -201,6 +201,24 @@ def test_segment_pastes_back_into_the_source_grid(runs):
   outside[max(box.row, 0) : box.row + box.size, max(box.column, 0) : box.column + box.size] = False
   assert not result.probability[:, outside].any()
   assert segmenter.segment(np.zeros((3, 20, 20, 1), np.float32), None, "nifti") is None
+
+
+def test_a_model_trained_on_patches_segments_whole_slices_as_its_fixed_size_twin(tmp_path):
+  recipe = preprocessing.Recipe(image_size=SIZE, context_slices=0)
+  free = _save_run(str(tmp_path / "patches"), 4, recipe, any_size=True)
+  fixed = _save_run(str(tmp_path / "whole"), 4, recipe)
+  assert free.input_shape == (None, None, None, 1)
+  fixed.set_weights(free.get_weights())
+  fixed.save(os.path.join(tmp_path, "whole", inference.MODEL_FILE))
+  images = _images()
+  got = inference.Segmenter(inference.load_members([str(tmp_path / "patches")]))
+  want = inference.Segmenter(inference.load_members([str(tmp_path / "whole")]))
+  np.testing.assert_allclose(
+    got.network_probabilities(images)[0], want.network_probabilities(images)[0], atol=1e-6
+  )
+  os.remove(tmp_path / "patches" / contract.DATASET_INFO)  # how to prepare input is then unknown
+  with pytest.raises(inference.EvaluationError, match="takes slices of any size"):
+    inference.load_members([str(tmp_path / "patches")])
 
 
 def test_region_masks_are_nested_and_label_maps_follow_the_scheme():

@@ -143,6 +143,45 @@ def test_augmentation_keeps_image_and_target_aligned(rotate_scale_probability):
   assert moved >= 6  # augmentation did change the geometry
 
 
+def test_random_patches_cut_the_same_window_of_image_and_label_at_varied_places():
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(16, 40, 48, 2)).astype(np.float32)
+  label = rng.integers(0, 4, size=(16, 40, 48)).astype(np.uint8)
+  patch_image, patch_label = geometry.random_patches(
+    tf.constant(image), tf.constant(label), 16, tf.constant([5, 6], tf.int64)
+  )
+  assert patch_image.shape == (16, 16, 16, 2) and patch_label.shape == (16, 16, 16)
+  corners = set()
+  for i in range(16):  # each window is an exact piece of its own example, the same for both
+    hits = [
+      (top, left)
+      for top in range(40 - 16 + 1)
+      for left in range(48 - 16 + 1)
+      if np.array_equal(image[i, top : top + 16, left : left + 16], patch_image[i])
+    ]
+    assert len(hits) == 1
+    top, left = hits[0]
+    np.testing.assert_array_equal(label[i, top : top + 16, left : left + 16], patch_label[i])
+    corners.add(hits[0])
+  assert len(corners) >= 12  # placed per example, not once per batch
+
+
+def test_training_patches_come_from_whole_slices_and_evaluation_stays_whole(data_dir):
+  batch_size = 8
+  image, target = next(
+    iter(
+      reader.build_dataset(
+        data_dir, global_batch_size=batch_size, patch_size=32, augment=False, seed=1
+      )
+    )
+  )
+  assert image.shape == (batch_size, 32, 32, DEFAULT_CHANNELS) and target.shape[1:3] == (32, 32)
+  whole = next(iter(reader.build_dataset(data_dir, training=False, global_batch_size=4)))
+  assert whole[0].shape[1:3] == (SIZE, SIZE)
+  with pytest.raises(ValueError, match="at most the stored 64px"):
+    reader.build_dataset(data_dir, patch_size=80)
+
+
 def test_the_eight_symmetries_are_distinct():
   image, label = _l_shapes(batch=1)
   outputs = set()

@@ -223,6 +223,7 @@ def test_validation_runs_on_the_chosen_epochs_only(data_dir, tmp_path):
     ("--loss=bce --region_weights=1,1,2", "--loss=bce has none"),
     ("--transformer_heads=2", "shape --architecture=trans_unet only, not unet"),
     ("--validate_every=0", "--validate_every must be at least 1"),
+    ("--patch_size=16 --architecture=trans_unet", "--patch_size needs a fully convolutional"),
   ],
 )
 def test_invalid_flags_fail_in_one_line(data_dir, tmp_path, flag, message):
@@ -256,6 +257,8 @@ def test_indivisible_batch_is_a_one_line_error(data_dir, tmp_path):
     (["--region_weights=1,2"], "--region_weights needs 1 weights for --task=whole_tumor"),
     (["--region_weights=1,-2"], "--region_weights must be positive numbers"),
     (["--depth=6"], "--depth=6 needs slices whose size divides by 64; the drops in"),
+    (["--patch_size=48"], "--patch_size=48 must be at most the 32px slices stored in"),
+    (["--patch_size=18"], "and divide by 2**depth = 4"),
     (
       ["--validate_every=2", "--checkpoint=last", "--lr_schedule=cosine"],
       "--validate_every=2 leaves epochs without validation, but --early_stopping_patience>0",
@@ -271,7 +274,11 @@ def test_a_task_the_drops_cannot_teach_is_refused_in_one_line(data_dir, tmp_path
 
 @pytest.mark.parametrize(
   "augmentation",
-  [[], ["--site_augmentation", "--site_curve_probability=1", "--faint_edema_augmentation"]],
+  [
+    [],
+    ["--site_augmentation", "--site_curve_probability=1", "--faint_edema_augmentation"],
+    ["--patch_size=16"],
+  ],
 )
 def test_benchmark_prints_json_with_both_rates(data_dir, tmp_path, augmentation):
   result = _run(_train_command(data_dir, tmp_path / "run", "--benchmark_steps=3", *augmentation))

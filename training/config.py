@@ -42,6 +42,7 @@ class TrainConfig:
   site_curve_probability: float = AugmentConfig.curve_probability
   faint_edema_augmentation: bool = False
   tumor_fraction: float | None = None
+  patch_size: int = 0  # train on random windows of this size (0: whole slices)
   shuffle_buffer: int | None = None  # None: the reader's (input_pipeline.reader.SHUFFLE_BUFFER)
   depth: int = UNetConfig.depth
   base_filters: int = UNetConfig.base_filters

@@ -8,6 +8,7 @@ line, because a partial copy would silently train something else than the user a
 from absl import logging
 
 from model import blocks
+from model import contract
 from training import model_files
 
 
@@ -23,9 +24,9 @@ def load_source(path, *, input_shape, output_shape):
     model_files.ModelFileError: missing, not a model, or shapes that do not fit.
   """
   source = model_files.load(path)
-  fits = tuple(source.input_shape[1:]) == tuple(input_shape[1:]) and tuple(
-    source.output_shape[1:]
-  ) == tuple(output_shape[1:])
+  fits = contract.shapes_fit(source.input_shape, input_shape) and contract.shapes_fit(
+    source.output_shape, output_shape
+  )
   if not fits:
     raise model_files.ModelFileError(
       f"{model_files.resolve(path)}: the model maps {_describe(source.input_shape)} -> "

@@ -89,6 +89,12 @@ def _check_task(config, layout):
       f"in {config.data_dir} store {size}px slices (use --depth<={deepest}, or convert with "
       f"--image_size={size - size % 2**config.depth or 2**config.depth})"
     )
+  patch = config.patch_size
+  if patch and (patch > size or patch % 2**config.depth):
+    raise ConfigError(
+      f"--patch_size={patch} must be at most the {size}px slices stored in {config.data_dir} "
+      f"and divide by 2**depth = {2**config.depth}"
+    )
   outputs = decode.num_targets(config.task)
   if config.region_weights is not None and len(config.region_weights) != outputs:
     raise ConfigError(
@@ -113,7 +119,7 @@ def _check_validation_schedule(config: TrainConfig) -> None:
 
 def build_model(config: TrainConfig, layout: manifests.DataLayout) -> keras.Model:
   model_config = unet.UNetConfig(
-    image_size=layout.image_size,
+    image_size=None if config.patch_size else layout.image_size,  # patches: any size
     channels=layout.channels,
     num_outputs=decode.num_targets(config.task),
     depth=config.depth,
@@ -241,6 +247,7 @@ class Run:
         augment=config.augment,
         augment_config=augment_config,
         tumor_fraction=config.tumor_fraction,
+        patch_size=config.patch_size or None,
         seed=config.seed,
         deterministic=config.deterministic,
         shuffle_buffer=(
@@ -451,7 +458,7 @@ def benchmark(
     flush=True,
   )
 
-  size, channels = run.layout.image_size, run.layout.channels
+  size, channels = config.patch_size or run.layout.image_size, run.layout.channels
   targets = decode.num_targets(config.task)
   rng = np.random.default_rng(config.seed)
   images = rng.normal(size=(config.batch_size, size, size, channels)).astype(np.float32)

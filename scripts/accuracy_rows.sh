@@ -59,6 +59,13 @@ row cv_curve09 $E/d_ctx1 "Site augmentation's intensity curve on 90% of the (exa
   --train_args=--site_curve_probability=0.9
 drop $E/d_nocrop --context_slices=1 --crop=none
 row cv_nocrop $E/d_nocrop "One lever out: no brain crop (--crop=none), else the candidate"
+# Finer pixels at the candidate's compute: slices stored at 192 (about the source's 1 mm
+# with the brain crop, against 1.3-1.5 mm at 128), trained on random 128x128 windows (the
+# model FLOPs of a candidate image) for the same 20 epochs, applied to whole 192 slices.
+# Without the crop (1.9 mm) ASE_1's thin infiltration was missed more (cv_nocrop fold 4).
+drop $E/d_192 --context_slices=1 --image_size=192
+row cv_192p $E/d_192 "Slices stored at 192 px, trained on random 128 px windows (--patch_size=128, the candidate's compute), else the candidate" \
+  --train_args=--patch_size=128
 drop $E/d_robust --context_slices=1 --intensity_normalization=robust_brain
 row cv_robust $E/d_robust "Robust normalization (--intensity_normalization=robust_brain), else the candidate"
 drop $E/d_160 --context_slices=1 --image_size=160

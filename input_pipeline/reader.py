@@ -139,7 +139,8 @@ def build_dataset(
 
   if patch_size is not None and not (training and 0 < patch_size <= layout.image_size):
     raise ValueError(
-      f"patch_size {patch_size} needs training and at most the stored {layout.image_size}px"
+      f"patch_size {patch_size}: windows are cut for training only, of at most the stored "
+      f"{layout.image_size}px"
     )
   to_pair = training_pair_fn(
     task,

@@ -82,7 +82,7 @@ def build_dataset(
   cycle_length: int = CYCLE_LENGTH,
   with_metadata: bool = False,
   repeat: bool | None = None,
-  patch_size: int | None = None,
+  patch_size: int = 0,
 ) -> tf.data.Dataset:
   """Builds the training or evaluation dataset.
 
@@ -101,7 +101,7 @@ def build_dataset(
     with_metadata: yield dicts with image, target, patient_id, slice_index (evaluation).
     repeat: override the default (forever for training, once for evaluation).
     patch_size: training only: a random patch_size x patch_size window of each augmented
-      slice (None: whole slices). Evaluation always reads whole slices.
+      slice (0: whole slices, as `--patch_size`). Evaluation always reads whole slices.
   Returns:
     A `tf.data.Dataset` of (image float32 [B,H,W,C], target float32 [B,H,W,K]), or dicts.
   """
@@ -137,7 +137,7 @@ def build_dataset(
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   dataset = dataset.batch(batch_size, drop_remainder=training)
 
-  if patch_size is not None and not (training and 0 < patch_size <= layout.image_size):
+  if patch_size and not (training and 0 < patch_size <= layout.image_size):
     raise ValueError(
       f"patch_size {patch_size}: windows are cut for training only, of at most the stored "
       f"{layout.image_size}px"
@@ -184,7 +184,7 @@ def training_pair_fn(
   task: str,
   augment_config: augment_lib.AugmentConfig | None = None,
   num_modalities: int | None = None,
-  patch_size: int | None = None,
+  patch_size: int = 0,
 ) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
   """(image in the stored dtype, label uint8, seed) -> (image float32, target float32);
   the seed is used only with `augment_config` or `patch_size`. Channels are 2.5D context
@@ -199,7 +199,7 @@ def training_pair_fn(
       image, label = augment_lib.augment_batch(
         image, label, seed, augment_config, num_modalities=num_modalities
       )
-    if patch_size is not None:
+    if patch_size:
       patch_seed = tf.random.experimental.stateless_fold_in(seed, 3)  # augmentation's unchanged
       image, label = geometry.random_patches(image, label, patch_size, patch_seed)
     return image, decode.targets_from_labels(label, task)

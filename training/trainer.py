@@ -247,7 +247,7 @@ class Run:
         augment=config.augment,
         augment_config=augment_config,
         tumor_fraction=config.tumor_fraction,
-        patch_size=config.patch_size or None,
+        patch_size=config.patch_size,
         seed=config.seed,
         deterministic=config.deterministic,
         shuffle_buffer=(

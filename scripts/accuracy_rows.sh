@@ -92,14 +92,14 @@ for task in flair regions; do
   row cv_${task}_unet_plus_plus "$data" "--architecture=unet_plus_plus for 8 epochs (the U-Net's time), else $flags" \
     --train_flagfile=$flags --train_args=--architecture=unet_plus_plus,--epochs=8
 done
-# Extra levers (not asked by an issue): wider 2.5D context (context helped, Tables 3-4, and
-# costs +0.6% of the compute per pair of slices), instance norm, batch 8, Tversky.
-# Larger whole slices at the candidate's training compute: 1.56x the pixels a slice, so 13
-# epochs instead of 20 (cv_192p asks the same question on patches, at 20 epochs; this one
-# after the five-fold and architecture rows).
+# Issue 12's larger slices, whole, at the candidate's training compute: 1.56x the pixels a
+# slice, so 13 epochs instead of 20 (cv_192p asked the same question on patches and found
+# no gain, docs/accuracy.md Table 10; so this one waits for the five-fold and architecture rows).
 drop $E/d_160 --context_slices=1 --image_size=160
 row cv_160 $E/d_160 "Larger slices (--image_size=160, 1.56x the pixels) for 13 epochs (the candidate's compute), else the candidate" \
   --train_args=--epochs=13
+# Extra levers (not asked by an issue): wider 2.5D context (context helped, Tables 3-4, and
+# costs +0.6% of the compute per pair of slices), instance norm, batch 8, Tversky.
 drop $E/d_ctx2 --context_slices=2
 row cv_ctx2 $E/d_ctx2 "Wider 2.5D context (--context_slices=2: two slices on each side), else the candidate"
 row cv_instnorm $E/d_ctx1 "Instance norm (--norm_layer=instance) instead of batch norm, else the candidate" \

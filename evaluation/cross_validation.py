@@ -29,6 +29,11 @@ SCORES = "cv_scores.json"
 PLAIN, TTA = "plain", "tta"
 
 
+def probabilities_suffix(variant: str) -> str:
+  """How a variant's stored probabilities end ("stress:noise" -> "_stress_noise.npz")."""
+  return f"_{variant.replace(':', '_')}.npz"
+
+
 def _save_probabilities(path, probability, truth, spacing, diagonal):
   """Compact copies for choosing rules later: probabilities as uint8 (1/255 steps)."""
   buffer = io.BytesIO()
@@ -91,19 +96,26 @@ def score_fold(
           }
         )
 
-    plain, tta = segmenter.segment_with_and_without_tta(case.volume.image, source.format)
-    for variant, segmentation in ((PLAIN, plain), (TTA, tta)):
+    def keep(segmentation, variant):
+      """Scores `segmentation` and stores its probabilities (for thresholds and rules later)."""
+      if segmentation is None:  # nothing to segment in the perturbed volume
+        score(np.zeros_like(case.truth), variant)
+        return
       score(segmentation.masks, variant)
       _save_probabilities(
-        os.path.join(probabilities_dir, f"{patient_id}_{variant}.npz"),
+        os.path.join(probabilities_dir, patient_id + probabilities_suffix(variant)),
         segmentation.probability,
         case.truth,
         case.spacing,
         case.diagonal,
       )
+
+    plain, tta = segmenter.segment_with_and_without_tta(case.volume.image, source.format)
+    keep(plain, PLAIN)
+    keep(tta, TTA)
     for condition in stress:  # the stress test runs without TTA
       shifted = without_tta.segment(case.perturbed(condition), None, source.format)
-      score(np.zeros_like(case.truth) if shifted is None else shifted.masks, f"stress:{condition}")
+      keep(shifted, f"stress:{condition}")
     if progress:
       mine = [r for r in rows if r["patient_id"] == patient_id]
       line = ", ".join(f"{r['variant']} {r['dice']:.3f}" for r in mine if r["region"] == regions[0])
@@ -147,7 +159,7 @@ def choose_rules(
     for run_dir in fold_dirs:
       directory = os.path.join(run_dir, "cv_probabilities")
       for name in sorted(os.listdir(directory)):
-        if name.endswith(f"_{variant}.npz"):
+        if name.endswith(probabilities_suffix(variant)):
           yield load_probabilities(os.path.join(directory, name))[:2]
 
   rule, table = postprocess.choose_rule(

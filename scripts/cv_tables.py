@@ -55,8 +55,10 @@ def final_by_region(summary, patients=None, key="dice"):
 
 def stored_probabilities(run, variant):
   """{(fold dir, patient id): path} of one run's stored probabilities."""
+  from evaluation import cross_validation  # only the scripts that read probabilities need it
+
   paths = {}
-  suffix = f"_{variant}.npz"
+  suffix = cross_validation.probabilities_suffix(variant)
   for fold_dir in sorted(d for d in os.listdir(run) if d.startswith("fold")):
     directory = os.path.join(run, fold_dir, "cv_probabilities")
     if os.path.isdir(directory):

@@ -3,6 +3,9 @@ stored probabilities (`<run>/fold<k>/cv_probabilities/`), as a Markdown table.
 
   python scripts/threshold_sweep.py runs/cv_a [--variant=tta] [--thresholds=0.3,0.4,0.5,0.6]
 
+`--variant` is plain, tta or a stress condition (`stress:low_contrast`, without TTA), for
+runs that stored them (cross-validations from 2026-12-07 on).
+
 Scored like the run itself (full resolution, source grid, no post-processing). The last
 rows count the patients each threshold moves up and down against 0.5, the rule a
 threshold would have to pass to become a default (like the post-processing rules).
@@ -34,7 +37,8 @@ def main():
       for t in thresholds
     ]
   if not dice:
-    raise SystemExit(f"error: {args.run}: no fold*/cv_probabilities/*_{args.variant}.npz")
+    suffix = cross_validation.probabilities_suffix(args.variant)
+    raise SystemExit(f"error: {args.run}: no fold*/cv_probabilities/*{suffix}")
   table = cv_tables.print_dice_table([f"{t:g}" for t in thresholds], dice)
   half = thresholds.index(0.5)
   up = (table > table[:, [half]]).sum(0)

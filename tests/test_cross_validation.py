@@ -45,6 +45,12 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   assert {"plain", "tta", "final", "stress:noise", "stress_mean"} <= set(summary["dice"])
   for entry in summary["per_patient"]:
     assert layout.patients[entry["patient_id"]]["fold"] == entry["fold"]
+  for fold in folds:  # probabilities kept for every variant scored, the stress test's too
+    stored = os.listdir(out / f"fold{fold}" / "cv_probabilities")
+    patients = [p for p, entry in layout.patients.items() if entry["fold"] == fold]
+    variants = ("plain", "tta", "stress:noise")
+    expected = [p + cross_validation.probabilities_suffix(v) for p in patients for v in variants]
+    assert sorted(stored) == sorted(expected)
   info = json.loads((out / "dataset.json").read_text())
   rules = info["inference"]
   assert {"tta", "postprocessing", "postprocessing_candidates"} <= set(rules)

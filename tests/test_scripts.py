@@ -15,14 +15,18 @@ from evaluation import cross_validation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _store(run, probability, truth):
-  """Stores one patient's TTA probabilities and truth, [S, H, W] (one region) or [S, H, W, K]."""
+def _store(run, probability, truth, variant="tta"):
+  """Stores one patient's probabilities and truth, [S, H, W] (one region) or [S, H, W, K]."""
   directory = os.path.join(run, "fold0", "cv_probabilities")
   os.makedirs(directory, exist_ok=True)
   if probability.ndim == 3:
     probability, truth = probability[..., None], truth[..., None]
   cross_validation._save_probabilities(
-    os.path.join(directory, "P_tta.npz"), probability, truth, (1, 1, 1), 10.0
+    os.path.join(directory, "P" + cross_validation.probabilities_suffix(variant)),
+    probability,
+    truth,
+    (1, 1, 1),
+    10.0,
   )
 
 
@@ -92,6 +96,20 @@ def test_threshold_sweep_counts_patients_moved_against_half(tmp_path):
   assert result.returncode == 0, result.stderr
   assert "| P (fold0) | 1.000 | 0.667 |" in result.stdout
   assert "| up / down vs 0.5 | 1 / 0 | 0 / 0 |" in result.stdout
+
+
+def test_threshold_sweep_reads_a_stress_condition(tmp_path):
+  truth = np.zeros((4, 8, 8), bool)
+  truth[:, :, :4] = True
+  probability = np.where(truth, 0.35, 0.0).astype(np.float32)
+  _store(tmp_path / "a", probability, truth, variant="stress:low_contrast")
+  tta = _run("threshold_sweep.py", str(tmp_path / "a"), "--thresholds=0.3,0.5")
+  assert tta.returncode == 1 and "no fold*/cv_probabilities/*_tta.npz" in tta.stderr
+  stress = _run(
+    "threshold_sweep.py", str(tmp_path / "a"), "--variant=stress:low_contrast", "--thresholds=0.3"
+  )
+  assert stress.returncode == 0, stress.stderr
+  assert "| P (fold0) | 1.000 | 0.000 |" in stress.stdout
 
 
 def test_compare_cv_names_a_run_without_a_summary(tmp_path):

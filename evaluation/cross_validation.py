@@ -26,12 +26,26 @@ from evaluation import volume_metrics
 from input_pipeline import decode
 
 SCORES = "cv_scores.json"
+PROBABILITIES = "cv_probabilities"  # a fold folder's stored probabilities
 PLAIN, TTA = "plain", "tta"
 
 
 def probabilities_suffix(variant: str) -> str:
   """How a variant's stored probabilities end ("stress:noise" -> "_stress_noise.npz")."""
   return f"_{variant.replace(':', '_')}.npz"
+
+
+def stored_probabilities(run_dir: str, variant: str) -> dict[str, str]:
+  """{patient id: path} of a fold's stored probabilities of `variant`, in patient order."""
+  directory = os.path.join(run_dir, PROBABILITIES)
+  if not os.path.isdir(directory):
+    return {}
+  suffix = probabilities_suffix(variant)
+  return {
+    name[: -len(suffix)]: os.path.join(directory, name)
+    for name in sorted(os.listdir(directory))
+    if name.endswith(suffix)
+  }
 
 
 def _save_probabilities(path, probability, truth, spacing, diagonal):
@@ -74,7 +88,7 @@ def score_fold(
   without_tta = inference.Segmenter(members, tta=False, batch_size=batch_size)
   layout = manifests.load_layout(data_dir, [fold])
   regions = decode.REGION_NAMES[segmenter.task]
-  probabilities_dir = os.path.join(run_dir, "cv_probabilities")
+  probabilities_dir = os.path.join(run_dir, PROBABILITIES)
   os.makedirs(probabilities_dir, exist_ok=True)
   rows = []
   for patient_id, source in evaluate.patient_sources(layout).items():
@@ -84,7 +98,10 @@ def score_fold(
       )
     case = evaluate.read_scored_case(patient_id, source, segmenter.recipe, segmenter.task)
 
-    def score(masks, variant):
+    def keep(segmentation, variant):
+      """Scores a variant (an empty mask when nothing was segmented) and stores its
+      probabilities, for thresholds and rules chosen later."""
+      masks = np.zeros_like(case.truth) if segmentation is None else segmentation.masks
       for region, result in zip(regions, case.score(masks)):
         rows.append(
           {
@@ -96,19 +113,14 @@ def score_fold(
           }
         )
 
-    def keep(segmentation, variant):
-      """Scores `segmentation` and stores its probabilities (for thresholds and rules later)."""
-      if segmentation is None:  # nothing to segment in the perturbed volume
-        score(np.zeros_like(case.truth), variant)
-        return
-      score(segmentation.masks, variant)
-      _save_probabilities(
-        os.path.join(probabilities_dir, patient_id + probabilities_suffix(variant)),
-        segmentation.probability,
-        case.truth,
-        case.spacing,
-        case.diagonal,
-      )
+      if segmentation is not None:
+        _save_probabilities(
+          os.path.join(probabilities_dir, patient_id + probabilities_suffix(variant)),
+          segmentation.probability,
+          case.truth,
+          case.spacing,
+          case.diagonal,
+        )
 
     plain, tta = segmenter.segment_with_and_without_tta(case.volume.image, source.format)
     keep(plain, PLAIN)
@@ -157,10 +169,8 @@ def choose_rules(
 
   def volumes():
     for run_dir in fold_dirs:
-      directory = os.path.join(run_dir, "cv_probabilities")
-      for name in sorted(os.listdir(directory)):
-        if name.endswith(probabilities_suffix(variant)):
-          yield load_probabilities(os.path.join(directory, name))[:2]
+      for path in stored_probabilities(run_dir, variant).values():
+        yield load_probabilities(path)[:2]
 
   rule, table = postprocess.choose_rule(
     (truth[..., 0], probability[..., 0] > inference.THRESHOLD) for probability, truth in volumes()
@@ -182,13 +192,9 @@ def apply_rule_rows(
   variant = TTA if rules.tta else PLAIN
   final = []
   for run_dir in fold_dirs:
-    directory = os.path.join(run_dir, "cv_probabilities")
     fold = int(os.path.basename(run_dir)[len("fold") :])
-    for name in sorted(os.listdir(directory)):
-      if not name.endswith(f"_{variant}.npz"):
-        continue
-      patient_id = name[: -len(f"_{variant}.npz")]
-      probability, truth, spacing, diagonal = load_probabilities(os.path.join(directory, name))
+    for patient_id, path in stored_probabilities(run_dir, variant).items():
+      probability, truth, spacing, diagonal = load_probabilities(path)
       masks = inference.region_masks(probability, task, rules.postprocessing)
       for k, region in enumerate(regions):
         result = volume_metrics.score(truth[..., k], masks[..., k], spacing, diagonal)

@@ -55,17 +55,15 @@ def final_by_region(summary, patients=None, key="dice"):
 
 def stored_probabilities(run, variant):
   """{(fold dir, patient id): path} of one run's stored probabilities."""
-  from evaluation import cross_validation  # only the scripts that read probabilities need it
+  from evaluation import cross_validation  # pulls in TensorFlow: only where probabilities are read
 
-  paths = {}
-  suffix = cross_validation.probabilities_suffix(variant)
-  for fold_dir in sorted(d for d in os.listdir(run) if d.startswith("fold")):
-    directory = os.path.join(run, fold_dir, "cv_probabilities")
-    if os.path.isdir(directory):
-      for name in os.listdir(directory):
-        if name.endswith(suffix):
-          paths[(fold_dir, name[: -len(suffix)])] = os.path.join(directory, name)
-  return paths
+  return {
+    (fold_dir, patient): path
+    for fold_dir in sorted(d for d in os.listdir(run) if d.startswith("fold"))
+    for patient, path in cross_validation.stored_probabilities(
+      os.path.join(run, fold_dir), variant
+    ).items()
+  }
 
 
 def print_dice_table(columns, rows):

@@ -137,7 +137,7 @@ def main(argv):
       }
     task = inference.read_info(fold_dirs[0])["task"]
     regions = decode.REGION_NAMES[task]
-    rules, table = cross_validation.choose_rules(rows, fold_dirs, task)
+    rules, tables = cross_validation.choose_rules(rows, fold_dirs, task)
     rows += cross_validation.apply_rule_rows(fold_dirs, rules, regions, task)
   except inference.EvaluationError as error:
     sys.exit(f"error: {error}")
@@ -151,7 +151,7 @@ def main(argv):
       "inference": {
         **rules.to_json(),
         "chosen_by": "cross-validation in this folder",
-        "postprocessing_candidates": table,
+        **tables,
       },
     },
   )

@@ -66,7 +66,7 @@ def main(argv):
     segmenter = model_flags.build_segmenter(_BATCH_SIZE.value)
     print(
       f"{len(segmenter.members)} model(s), TTA {'on' if segmenter.tta else 'off'}, "
-      f"post-processing: {segmenter.postprocessing.describe()}",
+      f"threshold {segmenter.threshold:g}, post-processing: {segmenter.postprocessing.describe()}",
       flush=True,
     )
     results, bad = predict.predict_all(

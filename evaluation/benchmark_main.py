@@ -55,7 +55,7 @@ def time_case(plain, tta, source, output_dir):
     height, width = volume.image.shape[1:3]
     probability = np.zeros(volume.image.shape[:3] + (mean.shape[-1],), np.float32)
     probability[slices.slice_indices] = preprocessing.paste_back(mean, slices.crop, height, width)
-    masks = inference.region_masks(probability, plain.task, plain.postprocessing)
+    masks = inference.region_masks(probability, plain.task, plain.postprocessing, plain.threshold)
     labels = predict.volume_grid(
       volume, inference.label_map(masks, plain.task, source.label_scheme)
     )
@@ -85,11 +85,15 @@ def main(argv):
 
   members = inference.load_members(_MODEL_DIR.value)
   rules = inference.read_rules(_MODEL_DIR.value[0])
-  plain = inference.Segmenter(
-    members, tta=False, postprocessing=rules.postprocessing, batch_size=_BATCH_SIZE.value
-  )
-  tta = inference.Segmenter(
-    members, tta=True, postprocessing=rules.postprocessing, batch_size=_BATCH_SIZE.value
+  plain, tta = (
+    inference.Segmenter(
+      members,
+      tta=use_tta,
+      postprocessing=rules.postprocessing,
+      threshold=rules.threshold,
+      batch_size=_BATCH_SIZE.value,
+    )
+    for use_tta in (False, True)
   )
   found, _ = sources.discover(_INPUT.value)
   if len(found) < 2:

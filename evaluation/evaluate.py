@@ -40,7 +40,6 @@ from input_pipeline import reader
 if TYPE_CHECKING:
   import tensorflow as tf
 
-THRESHOLD = inference.THRESHOLD
 EvaluationError = inference.EvaluationError
 CSV_COLUMNS = (
   "patient_id",
@@ -285,11 +284,12 @@ def evaluate(
         _save_npz(os.path.join(scratch, f"{case['patient_id']}.npz"), **case["picture"])
     if not rows:
       raise EvaluationError(f"{data_dir}: no slices in folds {folds}")
-    metrics = _metrics(task, rows, regions, num_slices)
+    metrics = _metrics(task, rows, regions, num_slices, segmenter.threshold)
     metrics["grid"] = "source" if use_source else "stored"
     metrics["inference"] = {
       "members": len(segmenter.members),
       "tta": segmenter.tta,
+      "threshold": segmenter.threshold,
       "postprocessing": segmenter.postprocessing.to_json(),
     }
     if stress_rows:
@@ -394,7 +394,7 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
     entry = layout.patients[stack.patient_id]
     truth, probability, voxel, diagonal = _grid(stack, entry, layout.image_size)
     rules = segmenter.postprocessing.on_voxels_of(np.prod(voxel) / np.prod(_spacing(entry)))
-    predicted = inference.region_masks(probability, task, rules)
+    predicted = inference.region_masks(probability, task, rules, segmenter.threshold)
     yield {
       "patient_id": stack.patient_id,
       "slices": len(stack.slice_indices),
@@ -405,7 +405,7 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
       "picture": _picture(
         stack.images[..., backgrounds],
         stack.target > 0,
-        stack.probability > THRESHOLD,
+        stack.probability > segmenter.threshold,
         stack.slice_indices,
       ),
     }
@@ -427,12 +427,12 @@ def _stress_metrics(stress_rows, regions):
   return summary
 
 
-def _metrics(task, rows, regions, num_slices):
+def _metrics(task, rows, regions, num_slices, threshold):
   summary = {
     "task": task,
     "num_patients": len({r["patient_id"] for r in rows}),
     "num_slices": num_slices,
-    "threshold": THRESHOLD,
+    "threshold": threshold,
     "regions": {},
   }
   for region in regions:

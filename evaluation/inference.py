@@ -167,11 +167,30 @@ def inverse_symmetric(x: "np.ndarray | tf.Tensor", index: int) -> "tf.Tensor":
 
 @dataclasses.dataclass(frozen=True)
 class InferenceRules:
+  """How probabilities become the masks written: TTA, the threshold on each sigmoid output,
+  then post-processing."""
+
   tta: bool = DEFAULT_TTA
   postprocessing: postprocess.PostProcessing = postprocess.PostProcessing()
+  threshold: float = THRESHOLD
+
+  def __post_init__(self):
+    if not 0.0 < self.threshold < 1.0:
+      raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
   def to_json(self) -> dict[str, Any]:
-    return {"tta": self.tta, "postprocessing": self.postprocessing.to_json()}
+    return {
+      "tta": self.tta,
+      "threshold": self.threshold,
+      "postprocessing": self.postprocessing.to_json(),
+    }
+
+  def describe(self) -> str:
+    """One line for logs and tables."""
+    return (
+      f"TTA {'on' if self.tta else 'off'}, threshold {self.threshold:g}, "
+      f"{self.postprocessing.describe()}"
+    )
 
 
 def read_rules(model_dir: str) -> InferenceRules:
@@ -193,6 +212,7 @@ def read_rules(model_dir: str) -> InferenceRules:
     return InferenceRules(
       bool(entry.get("tta", DEFAULT_TTA)),
       postprocess.PostProcessing.from_json(entry.get("postprocessing")),
+      float(entry.get("threshold", THRESHOLD)),  # folders from before the threshold rule
     )
   except (AttributeError, TypeError, ValueError) as error:
     raise EvaluationError(f"{path}: unusable inference rules ({error})") from None
@@ -218,6 +238,7 @@ class Segmenter:
     *,
     tta: bool = False,
     postprocessing: postprocess.PostProcessing | None = None,
+    threshold: float = THRESHOLD,
     batch_size: int = 32,
   ) -> None:
     self.members = members
@@ -226,6 +247,7 @@ class Segmenter:
     self.recipe = contract.recipe(self.info)
     self.tta = tta
     self.postprocessing = postprocessing or postprocess.PostProcessing()
+    self.threshold = threshold
     self.batch_size = batch_size
     for member in members:
       expected = (self.recipe.image_size, self.recipe.image_size, self.recipe.channels)
@@ -275,7 +297,7 @@ class Segmenter:
       return full
 
     probability = paste(mean)
-    masks = region_masks(probability, self.task, self.postprocessing)
+    masks = region_masks(probability, self.task, self.postprocessing, self.threshold)
     return CaseSegmentation(
       probability, masks, None if spread is None else paste(spread), mean, slices
     )
@@ -312,21 +334,36 @@ def build_segmenter(
   model_paths: Sequence[str] = (),
   *,
   tta: bool | str = "auto",
+  threshold: float | None = None,
   batch_size: int = 32,
 ) -> Segmenter:
-  """Members plus the rules recorded with the first model folder (flags may override TTA)."""
+  """Members plus the rules recorded with the first model folder (flags may override TTA and
+  the threshold)."""
   members = load_members(model_dirs, model_paths)
   rules = read_rules(model_dirs[0]) if model_dirs else InferenceRules()
-  use_tta = rules.tta if tta == "auto" else tta in (True, "true")
-  return Segmenter(members, tta=use_tta, postprocessing=rules.postprocessing, batch_size=batch_size)
+  if threshold is not None:
+    try:
+      rules = dataclasses.replace(rules, threshold=threshold)
+    except ValueError as error:
+      raise EvaluationError(f"--threshold: {error}") from None
+  return Segmenter(
+    members,
+    tta=rules.tta if tta == "auto" else tta in (True, "true"),
+    postprocessing=rules.postprocessing,
+    threshold=rules.threshold,
+    batch_size=batch_size,
+  )
 
 
 def region_masks(
-  probability: np.ndarray, task: str, postprocessing: postprocess.PostProcessing
+  probability: np.ndarray,
+  task: str,
+  postprocessing: postprocess.PostProcessing,
+  threshold: float = THRESHOLD,
 ) -> np.ndarray:
   """Thresholded, post-processed masks [S, H, W, K]; for regions nested as BraTS labels are
   (ET inside TC inside WT), since a label map can hold nothing else."""
-  masks = probability > THRESHOLD
+  masks = probability > threshold
   masks[..., 0] = postprocessing.apply(masks[..., 0])
   for k in range(1, masks.shape[-1]):
     masks[..., k] &= masks[..., k - 1]

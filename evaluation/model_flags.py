@@ -1,7 +1,7 @@
 """The flags that pick the model(s) to predict with, defined once for eval_main and predict_main.
 
-Importing this module defines --model_dir, --model_path and --tta. It imports absl only, so
-a main parses its flags before TensorFlow loads.
+Importing this module defines --model_dir, --model_path, --tta and --threshold. It imports
+absl only, so a main parses its flags before TensorFlow loads.
 """
 
 from absl import flags
@@ -17,6 +17,15 @@ TTA = flags.DEFINE_enum(
   "Average over the 8 flips and 90-degree rotations; auto: as recorded with the model.",
 )
 
+THRESHOLD = flags.DEFINE_float(
+  "threshold",
+  None,
+  "Probability above which a voxel is tumour (each sigmoid output); default: as recorded "
+  "with the model (chosen by its cross-validation), else 0.5.",
+  lower_bound=0.0,
+  upper_bound=1.0,
+)
+
 flags.register_multi_flags_validator(
   ["model_dir", "model_path"],
   lambda f: bool(f["model_dir"] or f["model_path"]),
@@ -29,5 +38,9 @@ def build_segmenter(batch_size):
   from evaluation import inference
 
   return inference.build_segmenter(
-    MODEL_DIR.value or (), MODEL_PATH.value or (), tta=TTA.value, batch_size=batch_size
+    MODEL_DIR.value or (),
+    MODEL_PATH.value or (),
+    tta=TTA.value,
+    threshold=THRESHOLD.value,
+    batch_size=batch_size,
   )

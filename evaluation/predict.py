@@ -21,6 +21,7 @@ from data_prep import sources as sources_lib
 from data_prep.errors import BadInputError
 from evaluation import inference
 from evaluation import pictures
+from evaluation import volume_metrics
 from input_pipeline import decode
 
 # Kaggle h5 slices carry no affine; predictions get the one of the official 1 mm volumes.
@@ -34,11 +35,6 @@ class CaseResult:
   gif_path: str | None
   tumor_voxels: int
   dice: dict | None  # region -> Dice at full resolution, when the case has a segmentation
-
-
-def _dice(truth, prediction):
-  total = truth.sum() + prediction.sum()
-  return 1.0 if total == 0 else float(2 * np.logical_and(truth, prediction).sum() / total)
 
 
 def _write_nifti(path, data_hwd, affine, header, dtype=np.uint8):
@@ -111,14 +107,17 @@ def predict_case(
       gif_path,
       slices.images[..., backgrounds],
       None if slices.labels is None else inference.truth_masks(slices.labels, task),
-      segmentation.network_probability > inference.THRESHOLD,
+      segmentation.network_probability > segmenter.threshold,
       task,
     )
   dice = None
   if volume.labels is not None:
     truth = inference.truth_masks(volume.labels, segmenter.task)
     names = decode.REGION_NAMES[segmenter.task]
-    dice = {name: _dice(truth[..., k], segmentation.masks[..., k]) for k, name in enumerate(names)}
+    dice = {
+      name: volume_metrics.dice(truth[..., k], segmentation.masks[..., k])
+      for k, name in enumerate(names)
+    }
   return CaseResult(source.patient_id, output_path, gif_path, int((volume_labels > 0).sum()), dice)
 
 

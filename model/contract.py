@@ -3,9 +3,9 @@
 The trainer writes it beside `best_model.keras`; prediction, evaluation and cross-validation
 read every choice about a model's input and output from it, never from their own defaults:
 the task and its outputs, how a source volume becomes network input (the preprocessing
-recipe: modalities, normalization, crop, context slices, image size), the threshold (one for
-the whole project, recorded for readers), the label scheme of the masks written, the folds it
-trained and was validated on, and, under "inference", the rules (TTA, post-processing) that a
+recipe: modalities, normalization, crop, context slices, image size), the threshold its
+training metrics used, the label scheme of the masks written, the folds it trained and was
+validated on, and, under "inference", the rules (TTA, threshold, post-processing) that a
 cross-validation chose. It is plain JSON, so
 it also documents a model for someone who never runs this project.
 

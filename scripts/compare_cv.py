@@ -34,11 +34,20 @@ from evaluation import postprocess
 
 
 def _describe_rules(rules):
-  """'TTA on, drop components < 200 voxels'; pooled runs list theirs, joined by ' / '."""
+  """'TTA on, threshold 0.4, drop components < 200 voxels'; pooled runs list theirs, joined by
+  ' / '. Runs from before the threshold rule record none: they used 0.5."""
   if isinstance(rules, list):
     return " / ".join(_describe_rules(part) for part in rules)
   processing = postprocess.PostProcessing.from_json(rules["postprocessing"]).describe()
-  return f"TTA {'on' if rules['tta'] else 'off'}, {processing}"
+  threshold = rules.get("threshold", 0.5)
+  return f"TTA {'on' if rules['tta'] else 'off'}, threshold {threshold:g}, {processing}"
+
+
+def _thresholds(rules):
+  """The thresholds a run's final masks used (pooled runs: one per part)."""
+  if isinstance(rules, list):
+    return {t for part in rules for t in _thresholds(part)}
+  return {rules.get("threshold", 0.5)}
 
 
 def _spread(values):
@@ -153,6 +162,12 @@ def main(runs):
     )
   if len({s.get("cpu") for s in summaries}) > 1:
     print("\nwarning: these runs trained on different CPUs; compare rows of one machine")
+  thresholds = set.union(*(_thresholds(s["rules"]) for s in summaries))
+  if len(thresholds) > 1:
+    print(
+      f"\nwarning: the final masks used different thresholds ({sorted(thresholds)}):"
+      " final columns differ by that rule too; plain, TTA and stress are at 0.5 in every run"
+    )
   print("\n| run | predicted / true volume (TTA), median | patients under-segmented |")
   print("|---|---|---|")
   for run, summary in zip(runs, summaries):

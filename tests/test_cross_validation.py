@@ -53,7 +53,8 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
     assert sorted(stored) == sorted(expected)
   info = json.loads((out / "dataset.json").read_text())
   rules = info["inference"]
-  assert {"tta", "postprocessing", "postprocessing_candidates"} <= set(rules)
+  assert {"tta", "threshold", "postprocessing", "postprocessing_candidates"} <= set(rules)
+  assert [row["threshold"] for row in rules["threshold_candidates"]] == [0.5, 0.4]
   assert info["members"] == [f"fold{fold}" for fold in folds] and info["val_fold"] is None
   assert "| mean |" in (out / "summary.md").read_text()
   assert "training CPU seconds" in (out / "summary.md").read_text()
@@ -61,6 +62,7 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   # the folder is a fold ensemble with the chosen rules
   segmenter = inference.build_segmenter([str(out)])
   assert len(segmenter.members) == len(folds) and segmenter.tta == rules["tta"]
+  assert segmenter.threshold == rules["threshold"]
 
   stamps = {
     p: os.path.getmtime(p)
@@ -131,9 +133,10 @@ def test_regions_rules_choose_the_enhancing_rule_on_the_et_dice(tmp_path):
         30.0,
       )
       rows.append({"patient_id": patient, "variant": variant, "region": "whole_tumor", "dice": 1.0})
-  rules, table = cross_validation.choose_rules(rows, [str(run_dir)], "regions")
+  rules, tables = cross_validation.choose_rules(rows, [str(run_dir)], "regions")
   assert rules.postprocessing.min_enhancing_voxels == 50  # the smallest candidate that helps
-  assert any("becomes core" in row["rule"] for row in table)
+  assert any("becomes core" in row["rule"] for row in tables["postprocessing_candidates"])
+  assert rules.threshold == 0.5  # 0.4 changes no mask here, so it helps no patient
   final = cross_validation.apply_rule_rows(
     [str(run_dir)], rules, ("whole_tumor", "tumor_core", "enhancing_tumor"), "regions"
   )
@@ -167,3 +170,55 @@ def test_summaries_call_the_lowest_dice_and_the_largest_distance_worst_for_every
   overview = cross_validation.regions_overview(summaries).splitlines()
   assert overview[2] == "| whole_tumor | 0.700 / 0.800 / 0.400 | 15.7 / 5.0 / 40.0 |"
   assert overview[3] == "| enhancing_tumor | 0.567 / 0.700 / 0.000 | 125.4 / 3.0 / 373.1 |"
+
+
+def _faint_case(inside):
+  """A 2x10x10 tumour whose probability is `inside` (0.45: found only below 0.5), and a
+  clear 2x5x5 one beside it at 0.9, with a 0.42 rim around the clear one (false tumour at
+  0.4)."""
+  truth = np.zeros((4, 30, 30, 1), bool)
+  truth[1:3, 2:12, 2:12] = True
+  truth[1:3, 20:25, 20:25] = True
+  probability = np.zeros(truth.shape, np.float32)
+  probability[1:3, 2:12, 2:12] = inside
+  probability[1:3, 19:26, 19:26] = 0.42
+  probability[1:3, 20:25, 20:25] = 0.9
+  return probability, truth
+
+
+def test_the_lower_threshold_is_chosen_only_when_it_helps_more_patients_than_it_hurts():
+  under_segmented = _faint_case(0.45)  # 0.4 finds the faint tumour: Dice 0.33 -> 0.91
+  clear = _faint_case(0.9)  # 0.4 adds the rim: Dice 1.0 -> 0.91
+  threshold, table = cross_validation.choose_threshold(
+    [under_segmented] * 2 + [clear], "whole_tumor"
+  )
+  assert threshold == 0.4
+  assert [(row["patients_improved"], row["patients_worsened"]) for row in table] == [
+    (0, 0),
+    (2, 1),
+  ]
+  # a larger mean from one patient while two lose: not worth it (nnU-Net's test)
+  threshold, table = cross_validation.choose_threshold(
+    [under_segmented] + [clear] * 2, "whole_tumor"
+  )
+  assert table[1]["mean_dice"] > table[0]["mean_dice"] and threshold == 0.5
+
+
+def test_final_rows_use_the_chosen_threshold(tmp_path):
+  run_dir = tmp_path / "fold0"
+  (run_dir / "cv_probabilities").mkdir(parents=True)
+  probability, truth = _faint_case(0.45)
+  cross_validation._save_probabilities(
+    str(run_dir / "cv_probabilities" / "P1_plain.npz"), probability, truth, (1, 1, 1), 30.0
+  )
+  [at_half] = cross_validation.apply_rule_rows(
+    [str(run_dir)], inference.InferenceRules(tta=False), ("whole_tumor",), "whole_tumor"
+  )
+  [at_04] = cross_validation.apply_rule_rows(
+    [str(run_dir)],
+    inference.InferenceRules(tta=False, threshold=0.4),
+    ("whole_tumor",),
+    "whole_tumor",
+  )
+  assert at_half["pred_voxels"] == 50 and at_04["pred_voxels"] == 200 + 50 + 48
+  assert at_04["dice"] == pytest.approx(2 * 250 / (250 + 298))

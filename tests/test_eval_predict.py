@@ -310,6 +310,10 @@ def test_eval_scores_the_validation_fold_by_default_and_warns_on_a_training_fold
     "--gif=none",
     "--nooverlays",
     "--tta=false",
+    "--threshold=0.3",
   )
   assert trained_fold.returncode == 0, trained_fold.stderr[-3000:]
   assert f"trained on fold {folds[1]}" in trained_fold.stderr
+  metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+  assert metrics["threshold"] == metrics["inference"]["threshold"] == 0.3
+  assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["threshold"] == 0.5

@@ -117,7 +117,7 @@ def test_members_prepared_differently_are_refused_in_one_line(runs):
 
 def test_rules_recorded_with_a_model_are_applied(runs, tmp_path):
   rules = inference.InferenceRules(
-    tta=False, postprocessing=postprocess.PostProcessing(min_component_voxels=5)
+    tta=False, postprocessing=postprocess.PostProcessing(min_component_voxels=5), threshold=0.4
   )
   run = tmp_path / "run"
   os.symlink(runs / "fold0", run)
@@ -126,7 +126,15 @@ def test_rules_recorded_with_a_model_are_applied(runs, tmp_path):
   try:
     segmenter = inference.build_segmenter([str(run)])
     assert not segmenter.tta and segmenter.postprocessing.min_component_voxels == 5
+    assert segmenter.threshold == 0.4
     assert inference.build_segmenter([str(run)], tta="true").tta
+    assert inference.build_segmenter([str(run)], threshold=0.3).threshold == 0.3  # --threshold
+    with pytest.raises(inference.EvaluationError, match="--threshold: threshold must be in"):
+      inference.build_segmenter([str(run)], threshold=1.0)
+    # folders from before the threshold rule recorded none: the contract's 0.5
+    older = {k: v for k, v in rules.to_json().items() if k != "threshold"}
+    contract.write(str(runs / "fold0"), {**info, "inference": older})
+    assert inference.build_segmenter([str(run)]).threshold == inference.THRESHOLD == 0.5
   finally:
     contract.write(str(runs / "fold0"), info)
   assert inference.build_segmenter([str(run)]).tta == inference.DEFAULT_TTA
@@ -255,3 +263,14 @@ def test_one_pass_with_and_without_tta_equals_two_segmenters(runs):
     expected = segmenter.segment(image, None, "nifti")
     np.testing.assert_allclose(got.probability, expected.probability, atol=1e-6)
     np.testing.assert_array_equal(got.masks, expected.masks)
+
+
+def test_the_segmenters_threshold_decides_its_masks(runs):
+  members = inference.load_members([str(runs / "context")])
+  image = np.zeros((6, 60, 50, 1), np.float32)
+  image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
+  probability = inference.Segmenter(members).segment(image, None, "nifti").probability
+  threshold = float(np.median(probability[probability > 0]))  # half the brain's voxels above
+  got = inference.Segmenter(members, threshold=threshold).segment(image, None, "nifti")
+  np.testing.assert_array_equal(got.masks, probability > threshold)
+  assert got.masks.any() and not got.masks.all()

@@ -121,7 +121,7 @@ def test_compare_cv_names_a_run_without_a_summary(tmp_path):
   ]
 
 
-def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True):
+def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True, rules=None):
   """A cross-validation summary.json of two patients of one fold: final/TTA Dice and TTA
   volumes, and with `enhancing` ({patient: final ET Dice}) the rows of a region run."""
   run.mkdir()
@@ -170,7 +170,7 @@ def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True):
   summary = {
     "region": "whole_tumor",
     "cpu": "test CPU",
-    "rules": {"tta": tta, "postprocessing": None},
+    "rules": rules or {"tta": tta, "postprocessing": None},
     "folds": {str(fold): {"seconds": 10.0, "cpu_seconds": 20.0}},
     "per_patient": per_patient,
     "rows": rows,
@@ -208,6 +208,19 @@ def test_compare_cv_tests_whether_patients_moved_one_way_more_than_noise(tmp_pat
   )
 
 
+def test_compare_cv_warns_when_the_final_masks_used_different_thresholds(tmp_path):
+  _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(100, 80), (100, 90)])  # before the rule
+  chosen = {"tta": False, "threshold": 0.4, "postprocessing": None}
+  _summary(tmp_path / "b", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)], rules=chosen)
+  _summary(tmp_path / "c", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)])
+  result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert result.returncode == 0, result.stderr
+  assert "TTA off, threshold 0.4, no post-processing" in result.stdout
+  assert "warning: the final masks used different thresholds ([0.4, 0.5])" in result.stdout
+  same = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "c"))
+  assert "different thresholds" not in same.stdout
+
+
 def test_compare_cv_reads_a_summary_kept_outside_its_run(tmp_path):
   _summary(tmp_path / "a", {"P1": 0.80, "P2": 0.90}, [(100, 80), (100, 90)])
   _summary(tmp_path / "b", {"P1": 0.85, "P2": 0.88}, [(100, 120), (100, 95)])
@@ -229,7 +242,10 @@ def test_compare_cv_pools_runs_of_one_recipe_on_other_folds(tmp_path):
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith("4 patients")
   assert "| a+a12 | 0.750 / 0.750 / 0.600 |" in result.stdout
-  assert "TTA on, no post-processing / TTA off, no post-processing" in result.stdout
+  assert (
+    "TTA on, threshold 0.5, no post-processing / TTA off, threshold 0.5, no post-processing"
+    in result.stdout
+  )
   assert "| a+a12 | 0.85 | 3 of 4 |" in result.stdout
   assert "b+b12 vs a+a12, final: 2 patients up, 2 down, mean change -0.005" in result.stdout
   twice = _run("compare_cv.py", f"{tmp_path / 'a'}+{tmp_path / 'b'}")

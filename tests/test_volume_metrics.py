@@ -145,3 +145,13 @@ def test_empty_mask_policy():
 def test_summary_never_hides_a_missed_patient():
   stats = volume_metrics.summarize([1.0, 0.0, 0.5])
   assert stats == {"mean": 0.5, "median": 0.5, "std": pytest.approx(np.std([1, 0, 0.5]))}
+
+
+def test_dice_alone_follows_the_policy_of_score():
+  rng = np.random.default_rng(3)
+  truth = rng.random((4, 12, 12)) > 0.7
+  prediction = rng.random((4, 12, 12)) > 0.6
+  empty = np.zeros_like(truth)
+  for a, b in ((truth, prediction), (truth, empty), (empty, prediction), (empty, empty)):
+    assert volume_metrics.dice(a, b) == volume_metrics.score(a, b, (1, 1, 1)).dice
+  assert volume_metrics.dice(empty, empty) == 1.0 and volume_metrics.dice(truth, empty) == 0.0

@@ -32,6 +32,10 @@ from cv_tables import run_name
 
 from evaluation import postprocess
 
+# The threshold of rows from before the threshold rule, which record none: model.contract's
+# THRESHOLD (importing that module would load TensorFlow).
+_BEFORE_THE_RULE = 0.5
+
 
 def _describe_rules(rules):
   """'TTA on, threshold 0.4, drop components < 200 voxels'; pooled runs list theirs, joined by
@@ -39,7 +43,7 @@ def _describe_rules(rules):
   if isinstance(rules, list):
     return " / ".join(_describe_rules(part) for part in rules)
   processing = postprocess.PostProcessing.from_json(rules["postprocessing"]).describe()
-  threshold = rules.get("threshold", 0.5)
+  threshold = rules.get("threshold", _BEFORE_THE_RULE)
   return f"TTA {'on' if rules['tta'] else 'off'}, threshold {threshold:g}, {processing}"
 
 
@@ -47,7 +51,7 @@ def _thresholds(rules):
   """The thresholds a run's final masks used (pooled runs: one per part)."""
   if isinstance(rules, list):
     return {t for part in rules for t in _thresholds(part)}
-  return {rules.get("threshold", 0.5)}
+  return {rules.get("threshold", _BEFORE_THE_RULE)}
 
 
 def _spread(values):

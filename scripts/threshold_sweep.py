@@ -7,8 +7,9 @@ stored probabilities (`<run>/fold<k>/cv_probabilities/`), as a Markdown table.
 runs that stored them (cross-validations from 2026-12-07 on).
 
 Scored like the run itself (full resolution, source grid, no post-processing). The last
-rows count the patients each threshold moves up and down against 0.5, the rule a
-threshold would have to pass to become a default (like the post-processing rules).
+rows count the patients each threshold moves up and down against 0.5: the test that
+`cross_validate_main.py` applies to 0.4 when it chooses a run's threshold
+(`cross_validation.choose_threshold`); this script asks it of any thresholds.
 """
 
 import argparse

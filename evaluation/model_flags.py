@@ -22,8 +22,9 @@ THRESHOLD = flags.DEFINE_float(
   None,
   "Probability above which a voxel is tumour (each sigmoid output); default: as recorded "
   "with the model (chosen by its cross-validation), else 0.5.",
-  lower_bound=0.0,
-  upper_bound=1.0,
+)
+flags.register_validator(
+  "threshold", lambda t: t is None or 0 < t < 1, "--threshold must lie strictly between 0 and 1"
 )
 
 flags.register_multi_flags_validator(

@@ -136,7 +136,15 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     f"--output_dir={tmp_path / 'e'}",
   )
   assert empty_fold.returncode == 1 and "fold 9" in empty_fold.stderr
-  assert "Traceback" not in mismatch.stderr + empty_fold.stderr
+  threshold = run_script(
+    "eval_main.py",
+    f"--data_dir={trained / 'tfrecords'}",
+    f"--model_dir={trained / 'run'}",
+    "--threshold=1",
+  )
+  assert threshold.returncode == 1
+  assert "--threshold must lie strictly between 0 and 1" in threshold.stderr
+  assert "Traceback" not in mismatch.stderr + empty_fold.stderr + threshold.stderr
 
 
 def test_predict_writes_masks_on_the_source_grid(trained, tmp_path):

@@ -165,6 +165,13 @@ def inverse_symmetric(x: "np.ndarray | tf.Tensor", index: int) -> "tf.Tensor":
   return x
 
 
+def check_threshold(threshold: float) -> float:
+  """A threshold on sigmoid outputs: 0 or 1 would mark every voxel or none."""
+  if not 0.0 < threshold < 1.0:
+    raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+  return threshold
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceRules:
   """How probabilities become the masks written: TTA, the threshold on each sigmoid output,
@@ -175,8 +182,7 @@ class InferenceRules:
   threshold: float = THRESHOLD
 
   def __post_init__(self):
-    if not 0.0 < self.threshold < 1.0:
-      raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+    check_threshold(self.threshold)
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -247,7 +253,7 @@ class Segmenter:
     self.recipe = contract.recipe(self.info)
     self.tta = tta
     self.postprocessing = postprocessing or postprocess.PostProcessing()
-    self.threshold = threshold
+    self.threshold = check_threshold(threshold)
     self.batch_size = batch_size
     for member in members:
       expected = (self.recipe.image_size, self.recipe.image_size, self.recipe.channels)

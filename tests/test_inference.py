@@ -274,3 +274,5 @@ def test_the_segmenters_threshold_decides_its_masks(runs):
   got = inference.Segmenter(members, threshold=threshold).segment(image, None, "nifti")
   np.testing.assert_array_equal(got.masks, probability > threshold)
   assert got.masks.any() and not got.masks.all()
+  with pytest.raises(ValueError, match="threshold must be in"):
+    inference.Segmenter(members, threshold=1.0)

@@ -159,13 +159,6 @@ def _dice_by_patient(rows, variant, region):
   }
 
 
-def _worth_it(gains) -> bool:
-  """nnU-Net's test for an inference rule: it raises the mean and helps more patients than it
-  hurts."""
-  gains = np.asarray(gains)
-  return bool(gains.mean() > 0 and (gains > 0).sum() > (gains < 0).sum())
-
-
 def choose_threshold(
   cases: Iterable[tuple[np.ndarray, np.ndarray]],
   task: str,
@@ -191,18 +184,12 @@ def choose_threshold(
   dice = np.array(dice)
   baseline = dice[:, 0]
   table = [
-    {
-      "threshold": threshold,
-      "mean_dice": float(dice[:, i].mean()),
-      "median_dice": float(np.median(dice[:, i])),
-      "worst_dice": float(dice[:, i].min()),
-      "patients_improved": int(np.count_nonzero(dice[:, i] > baseline)),
-      "patients_worsened": int(np.count_nonzero(dice[:, i] < baseline)),
-    }
+    {"threshold": threshold, **postprocess.summary_row(dice[:, i], baseline)}
     for i, threshold in enumerate(thresholds)
   ]
   best = int(np.argmax(dice.mean(axis=0)))
-  return (thresholds[best] if _worth_it(dice[:, best] - baseline) else thresholds[0]), table
+  keep = postprocess.worth_it(dice[:, best] - baseline)
+  return (thresholds[best] if keep else thresholds[0]), table
 
 
 def choose_rules(
@@ -214,7 +201,7 @@ def choose_rules(
   Dice. Returns the rules and the tables they were chosen from."""
   region = decode.REGION_NAMES[task][0]
   plain, tta = _dice_by_patient(rows, PLAIN, region), _dice_by_patient(rows, TTA, region)
-  use_tta = _worth_it([tta[p] - plain[p] for p in plain])
+  use_tta = postprocess.worth_it([tta[p] - plain[p] for p in plain])
   variant = TTA if use_tta else PLAIN
 
   def volumes():

@@ -157,9 +157,17 @@ def _dice_per_rule(truth, prediction, rules):
   return scores
 
 
-def _summary_row(rule, dice, baseline_dice):
+def worth_it(gains, min_gain: float = 0.0) -> bool:
+  """nnU-Net's test for an inference rule, from each patient's change of Dice: it raises the
+  mean by more than `min_gain` and helps more patients than it hurts."""
+  gains = np.asarray(gains)
+  return bool(gains.mean() > min_gain and (gains > 0).sum() > (gains < 0).sum())
+
+
+def summary_row(dice, baseline_dice) -> dict[str, Any]:
+  """A candidate's line in a rule table: its Dice over the patients against the baseline's."""
+  dice = np.asarray(dice)
   return {
-    "rule": rule.describe(),
     "mean_dice": float(dice.mean()),
     "median_dice": float(np.median(dice)),
     "worst_dice": float(dice.min()),
@@ -195,11 +203,13 @@ def choose_rule(
   if dice.size == 0:
     raise ValueError("no cases to choose a post-processing rule on")
   baseline = dice[:, 0]
-  table = [_summary_row(rule, dice[:, 1 + i], baseline) for i, rule in enumerate(candidates)]
+  table = [
+    {"rule": rule.describe(), **summary_row(dice[:, 1 + i], baseline)}
+    for i, rule in enumerate(candidates)
+  ]
   best = int(np.argmax([row["mean_dice"] for row in table]))
-  gain = table[best]["mean_dice"] - float(baseline.mean())
-  worth_it = table[best]["patients_improved"] > table[best]["patients_worsened"]
-  return (candidates[best] if gain > min_gain and worth_it else PostProcessing()), table
+  keep = worth_it(dice[:, 1 + best] - baseline, min_gain)
+  return (candidates[best] if keep else PostProcessing()), table
 
 
 ENHANCING_CANDIDATES = (50, 100, 200, 500, 1000)
@@ -230,15 +240,10 @@ def choose_enhancing_rule(
     raise ValueError("no cases to choose an enhancing-tumour rule on")
   baseline, predicted = np.array(dice), np.array(predicted)
   removed_dice = np.where(truth_empty, 1.0, 0.0)  # ET emptied: 1 without ET, 0 with it
+  dice = [np.where(predicted < minimum, removed_dice, baseline) for minimum in candidates]
   table = [
-    _summary_row(
-      PostProcessing(min_enhancing_voxels=minimum),
-      np.where(predicted < minimum, removed_dice, baseline),
-      baseline,
-    )
-    for minimum in candidates
+    {"rule": PostProcessing(min_enhancing_voxels=minimum).describe(), **summary_row(d, baseline)}
+    for minimum, d in zip(candidates, dice)
   ]
   best = int(np.argmax([row["mean_dice"] for row in table]))
-  gain = table[best]["mean_dice"] - float(baseline.mean())
-  worth_it = table[best]["patients_improved"] > table[best]["patients_worsened"]
-  return (candidates[best] if gain > 0 and worth_it else 0), table
+  return (candidates[best] if worth_it(dice[best] - baseline) else 0), table

@@ -64,11 +64,7 @@ def main(argv):
 
   try:
     segmenter = model_flags.build_segmenter(_BATCH_SIZE.value)
-    print(
-      f"{len(segmenter.members)} model(s), TTA {'on' if segmenter.tta else 'off'}, "
-      f"threshold {segmenter.threshold:g}, post-processing: {segmenter.postprocessing.describe()}",
-      flush=True,
-    )
+    print(f"{len(segmenter.members)} model(s), {segmenter.rules.describe()}", flush=True)
     results, bad = predict.predict_all(
       segmenter,
       _INPUT.value,

@@ -10,6 +10,7 @@ ratios that matter: TTA network time over plain network time, and the rest of pr
 the plain network time.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -55,7 +56,8 @@ def time_case(plain, tta, source, output_dir):
     height, width = volume.image.shape[1:3]
     probability = np.zeros(volume.image.shape[:3] + (mean.shape[-1],), np.float32)
     probability[slices.slice_indices] = preprocessing.paste_back(mean, slices.crop, height, width)
-    masks = inference.region_masks(probability, plain.task, plain.postprocessing, plain.threshold)
+    rules = plain.rules
+    masks = inference.region_masks(probability, plain.task, rules.postprocessing, rules.threshold)
     labels = predict.volume_grid(
       volume, inference.label_map(masks, plain.task, source.label_scheme)
     )
@@ -87,11 +89,7 @@ def main(argv):
   rules = inference.read_rules(_MODEL_DIR.value[0])
   plain, tta = (
     inference.Segmenter(
-      members,
-      tta=use_tta,
-      postprocessing=rules.postprocessing,
-      threshold=rules.threshold,
-      batch_size=_BATCH_SIZE.value,
+      members, dataclasses.replace(rules, tta=use_tta), batch_size=_BATCH_SIZE.value
     )
     for use_tta in (False, True)
   )

@@ -88,8 +88,12 @@ def score_fold(
   """Scores fold `fold` with `members`; writes and returns the fold's rows."""
   from input_pipeline import manifests
 
-  segmenter = inference.Segmenter(members, tta=True, batch_size=batch_size)
-  without_tta = inference.Segmenter(members, tta=False, batch_size=batch_size)
+  segmenter = inference.Segmenter(
+    members, inference.InferenceRules(tta=True), batch_size=batch_size
+  )
+  without_tta = inference.Segmenter(
+    members, inference.InferenceRules(tta=False), batch_size=batch_size
+  )
   layout = manifests.load_layout(data_dir, [fold])
   regions = decode.REGION_NAMES[segmenter.task]
   probabilities_dir = os.path.join(run_dir, PROBABILITIES)

@@ -284,14 +284,9 @@ def evaluate(
         _save_npz(os.path.join(scratch, f"{case['patient_id']}.npz"), **case["picture"])
     if not rows:
       raise EvaluationError(f"{data_dir}: no slices in folds {folds}")
-    metrics = _metrics(task, rows, regions, num_slices, segmenter.threshold)
+    metrics = _metrics(task, rows, regions, num_slices, segmenter.rules.threshold)
     metrics["grid"] = "source" if use_source else "stored"
-    metrics["inference"] = {
-      "members": len(segmenter.members),
-      "tta": segmenter.tta,
-      "threshold": segmenter.threshold,
-      "postprocessing": segmenter.postprocessing.to_json(),
-    }
+    metrics["inference"] = {"members": len(segmenter.members), **segmenter.rules.to_json()}
     if stress_rows:
       metrics["stress"] = _stress_metrics(stress_rows, regions)
     _write_outputs(output_dir, rows, metrics, stress_rows)
@@ -393,8 +388,10 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
   ):
     entry = layout.patients[stack.patient_id]
     truth, probability, voxel, diagonal = _grid(stack, entry, layout.image_size)
-    rules = segmenter.postprocessing.on_voxels_of(np.prod(voxel) / np.prod(_spacing(entry)))
-    predicted = inference.region_masks(probability, task, rules, segmenter.threshold)
+    postprocessing = segmenter.rules.postprocessing.on_voxels_of(
+      np.prod(voxel) / np.prod(_spacing(entry))
+    )
+    predicted = inference.region_masks(probability, task, postprocessing, segmenter.rules.threshold)
     yield {
       "patient_id": stack.patient_id,
       "slices": len(stack.slice_indices),
@@ -405,7 +402,7 @@ def _stored_cases(segmenter, data_dir, folds, drops, layout, task, batch_size, p
       "picture": _picture(
         stack.images[..., backgrounds],
         stack.target > 0,
-        stack.probability > segmenter.threshold,
+        stack.probability > segmenter.rules.threshold,
         stack.slice_indices,
       ),
     }

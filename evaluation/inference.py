@@ -241,19 +241,15 @@ class Segmenter:
   def __init__(
     self,
     members: Sequence[Member],
+    rules: InferenceRules = InferenceRules(tta=False),
     *,
-    tta: bool = False,
-    postprocessing: postprocess.PostProcessing | None = None,
-    threshold: float = THRESHOLD,
     batch_size: int = 32,
   ) -> None:
     self.members = members
     self.info = members[0].info
     self.task = self.info["task"]
     self.recipe = contract.recipe(self.info)
-    self.tta = tta
-    self.postprocessing = postprocessing or postprocess.PostProcessing()
-    self.threshold = check_threshold(threshold)
+    self.rules = rules
     self.batch_size = batch_size
     for member in members:
       expected = (self.recipe.image_size, self.recipe.image_size, self.recipe.channels)
@@ -274,7 +270,7 @@ class Segmenter:
   def _views(self, images):
     """Each member's probabilities [N, size, size, K] for each view (identity first; with TTA
     the 8 symmetries, transformed back), as {(member, symmetry): probability}."""
-    symmetries = range(geometry.NUM_SYMMETRIES) if self.tta else (0,)
+    symmetries = range(geometry.NUM_SYMMETRIES) if self.rules.tta else (0,)
     views = {}
     for m, member in enumerate(self.members):
       for index in symmetries:
@@ -303,7 +299,7 @@ class Segmenter:
       return full
 
     probability = paste(mean)
-    masks = region_masks(probability, self.task, self.postprocessing, self.threshold)
+    masks = region_masks(probability, self.task, self.rules.postprocessing, self.rules.threshold)
     return CaseSegmentation(
       probability, masks, None if spread is None else paste(spread), mean, slices
     )
@@ -322,8 +318,8 @@ class Segmenter:
   ) -> tuple[CaseSegmentation | None, CaseSegmentation | None]:
     """(without TTA, with TTA) from one preparation and one pass per view: the identity view
     of each member is the prediction without TTA. Needs a Segmenter with `tta`."""
-    if not self.tta:
-      raise ValueError("segment_with_and_without_tta needs a Segmenter with tta=True")
+    if not self.rules.tta:
+      raise ValueError("segment_with_and_without_tta needs rules with TTA on")
     slices = self.recipe.preprocess(image, None, source_format)
     if not len(slices.slice_indices):
       return None, None
@@ -352,13 +348,9 @@ def build_segmenter(
       rules = dataclasses.replace(rules, threshold=threshold)
     except ValueError as error:
       raise EvaluationError(f"--threshold: {error}") from None
-  return Segmenter(
-    members,
-    tta=rules.tta if tta == "auto" else tta in (True, "true"),
-    postprocessing=rules.postprocessing,
-    threshold=rules.threshold,
-    batch_size=batch_size,
-  )
+  if tta != "auto":
+    rules = dataclasses.replace(rules, tta=tta in (True, "true"))
+  return Segmenter(members, rules, batch_size=batch_size)
 
 
 def region_masks(

@@ -107,7 +107,7 @@ def predict_case(
       gif_path,
       slices.images[..., backgrounds],
       None if slices.labels is None else inference.truth_masks(slices.labels, task),
-      segmentation.network_probability > segmenter.threshold,
+      segmentation.network_probability > segmenter.rules.threshold,
       task,
     )
   dice = None

@@ -61,8 +61,8 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   assert all(f["cpu_seconds"] > 0 for f in summary["folds"].values())  # from epoch_cost.json
   # the folder is a fold ensemble with the chosen rules
   segmenter = inference.build_segmenter([str(out)])
-  assert len(segmenter.members) == len(folds) and segmenter.tta == rules["tta"]
-  assert segmenter.threshold == rules["threshold"]
+  assert len(segmenter.members) == len(folds) and segmenter.rules.tta == rules["tta"]
+  assert segmenter.rules.threshold == rules["threshold"]
 
   stamps = {
     p: os.path.getmtime(p)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_CHANNELS
-from conftest import REAL_DATA, run_script
+from conftest import REAL_DATA, run_module, run_script
 from data_prep import convert
 from data_prep import patient_conversion
 from data_prep import synthetic
@@ -325,3 +325,22 @@ def test_eval_scores_the_validation_fold_by_default_and_warns_on_a_training_fold
   metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())
   assert metrics["threshold"] == metrics["inference"]["threshold"] == 0.3
   assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["threshold"] == 0.5
+
+
+def test_prediction_benchmark_times_each_step_and_prints_json(trained):
+  result = run_module(
+    "evaluation.benchmark_main",
+    f"--model_dir={trained / 'run'}",
+    f"--input={trained / 'nifti'}",
+    "--max_cases=2",
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  cases = [line for line in lines if line["benchmark"] == "predict_case"]
+  (summary,) = [line for line in lines if line["benchmark"] == "predict_summary"]
+  assert len(cases) == summary["cases"] == 2 and summary["members"] == 1
+  for case in cases:  # the parts add up to the whole
+    parts = case["read"] + case["preprocess"] + case["network"] + case["paste_threshold_write"]
+    assert case["total"] == pytest.approx(parts, abs=1e-3)
+    assert min(parts, case["network_tta"]) > 0
+  assert summary["cpu"]

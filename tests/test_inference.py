@@ -77,10 +77,14 @@ def test_tta_is_the_mean_of_the_eight_transformed_and_transformed_back_predictio
     ],
     axis=0,
   )
-  mean, spread = inference.Segmenter(members, tta=True).network_probabilities(images)
+  mean, spread = inference.Segmenter(
+    members, inference.InferenceRules(tta=True)
+  ).network_probabilities(images)
   np.testing.assert_allclose(mean, expected, atol=1e-6)
   assert spread is not None and spread.shape == mean.shape and (spread > 0).any()
-  plain, no_spread = inference.Segmenter(members, tta=False).network_probabilities(images)
+  plain, no_spread = inference.Segmenter(
+    members, inference.InferenceRules(tta=False)
+  ).network_probabilities(images)
   np.testing.assert_allclose(plain, model.predict_on_batch(images), atol=1e-6)
   assert no_spread is None
   assert np.abs(plain - mean).max() > 1e-4  # a random model is not symmetric
@@ -125,23 +129,22 @@ def test_rules_recorded_with_a_model_are_applied(runs, tmp_path):
   contract.write(str(runs / "fold0"), {**info, "inference": rules.to_json()})
   try:
     segmenter = inference.build_segmenter([str(run)])
-    assert not segmenter.tta and segmenter.postprocessing.min_component_voxels == 5
-    assert segmenter.threshold == 0.4
-    assert inference.build_segmenter([str(run)], tta="true").tta
-    assert inference.build_segmenter([str(run)], threshold=0.3).threshold == 0.3  # --threshold
+    assert segmenter.rules == rules
+    assert inference.build_segmenter([str(run)], tta="true").rules.tta
+    assert inference.build_segmenter([str(run)], threshold=0.3).rules.threshold == 0.3
     with pytest.raises(inference.EvaluationError, match="--threshold: threshold must be in"):
       inference.build_segmenter([str(run)], threshold=1.0)
     # folders from before the threshold rule recorded none: the contract's 0.5
     older = {k: v for k, v in rules.to_json().items() if k != "threshold"}
     contract.write(str(runs / "fold0"), {**info, "inference": older})
-    assert inference.build_segmenter([str(run)]).threshold == inference.THRESHOLD == 0.5
+    assert inference.build_segmenter([str(run)]).rules.threshold == inference.THRESHOLD == 0.5
   finally:
     contract.write(str(runs / "fold0"), info)
-  assert inference.build_segmenter([str(run)]).tta == inference.DEFAULT_TTA
+  assert inference.build_segmenter([str(run)]).rules.tta == inference.DEFAULT_TTA
   # folders from before the contract kept the rules in inference.json
   (runs / "fold0" / inference.LEGACY_INFERENCE_RULES).write_text(json.dumps(rules.to_json()))
   try:
-    assert not inference.build_segmenter([str(run)]).tta
+    assert not inference.build_segmenter([str(run)]).rules.tta
   finally:
     os.remove(runs / "fold0" / inference.LEGACY_INFERENCE_RULES)
 
@@ -198,7 +201,7 @@ def test_a_saved_model_is_pointed_to_its_run_folder(tmp_path):
 
 
 def test_segment_pastes_back_into_the_source_grid(runs):
-  segmenter = inference.Segmenter(inference.load_members([str(runs / "context")]), tta=False)
+  segmenter = inference.Segmenter(inference.load_members([str(runs / "context")]))
   image = np.zeros((6, 60, 50, 1), np.float32)
   image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
   result = segmenter.segment(image, None, "nifti")
@@ -255,10 +258,12 @@ def test_one_pass_with_and_without_tta_equals_two_segmenters(runs):
   members = inference.load_members([str(runs / "context")])
   image = np.zeros((6, 60, 50, 1), np.float32)
   image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
-  plain, tta = inference.Segmenter(members, tta=True).segment_with_and_without_tta(image, "nifti")
+  plain, tta = inference.Segmenter(
+    members, inference.InferenceRules(tta=True)
+  ).segment_with_and_without_tta(image, "nifti")
   for got, segmenter in (
-    (plain, inference.Segmenter(members, tta=False)),
-    (tta, inference.Segmenter(members, tta=True)),
+    (plain, inference.Segmenter(members, inference.InferenceRules(tta=False))),
+    (tta, inference.Segmenter(members, inference.InferenceRules(tta=True))),
   ):
     expected = segmenter.segment(image, None, "nifti")
     np.testing.assert_allclose(got.probability, expected.probability, atol=1e-6)
@@ -271,8 +276,10 @@ def test_the_segmenters_threshold_decides_its_masks(runs):
   image[1:, 10:40, 5:30] = np.random.default_rng(0).uniform(100, 200, (5, 30, 25, 1))
   probability = inference.Segmenter(members).segment(image, None, "nifti").probability
   threshold = float(np.median(probability[probability > 0]))  # half the brain's voxels above
-  got = inference.Segmenter(members, threshold=threshold).segment(image, None, "nifti")
+  got = inference.Segmenter(
+    members, inference.InferenceRules(tta=False, threshold=threshold)
+  ).segment(image, None, "nifti")
   np.testing.assert_array_equal(got.masks, probability > threshold)
   assert got.masks.any() and not got.masks.all()
   with pytest.raises(ValueError, match="threshold must be in"):
-    inference.Segmenter(members, threshold=1.0)
+    inference.InferenceRules(threshold=1.0)

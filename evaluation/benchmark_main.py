@@ -39,9 +39,7 @@ def _timed(fn):
 
 def time_case(plain, tta, source, output_dir):
   """Seconds of each step of predicting one case."""
-  from data_prep import preprocessing
   from data_prep import readers
-  from evaluation import inference
   from evaluation import predict
 
   recipe = plain.recipe
@@ -53,16 +51,12 @@ def time_case(plain, tta, source, output_dir):
   (mean, _), network_tta = _timed(lambda: tta.network_probabilities(slices.images))
 
   def rest():
-    height, width = volume.image.shape[1:3]
-    probability = np.zeros(volume.image.shape[:3] + (mean.shape[-1],), np.float32)
-    probability[slices.slice_indices] = preprocessing.paste_back(mean, slices.crop, height, width)
-    rules = plain.rules
-    masks = inference.region_masks(probability, plain.task, rules.postprocessing, rules.threshold)
-    labels = predict.volume_grid(
-      volume, inference.label_map(masks, plain.task, source.label_scheme)
-    )
-    predict.write_volume(
-      os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz"), volume, labels, np.uint8
+    predict.write_label_map(
+      os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz"),
+      volume,
+      plain.on_source_grid(volume.image, slices, mean).masks,
+      plain.task,
+      source.label_scheme,
     )
 
   _, rest_seconds = _timed(rest)

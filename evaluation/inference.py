@@ -290,7 +290,9 @@ class Segmenter:
     """(mean, std or None) over members and, with TTA, the 8 symmetries: [N, size, size, K]."""
     return self._mean_and_spread(list(self._views(images).values()))
 
-  def _on_source_grid(self, image, slices, mean, spread):
+  def on_source_grid(self, image, slices, mean, spread=None) -> CaseSegmentation:
+    """Network probabilities [S', size, size, K] pasted back onto the volume's grid, then
+    thresholded and post-processed by the rules."""
     height, width = image.shape[1:3]
 
     def paste(values):
@@ -311,7 +313,7 @@ class Segmenter:
     slices = self.recipe.preprocess(image, labels, source_format)
     if not len(slices.slice_indices):
       return None
-    return self._on_source_grid(image, slices, *self.network_probabilities(slices.images))
+    return self.on_source_grid(image, slices, *self.network_probabilities(slices.images))
 
   def segment_with_and_without_tta(
     self, image: np.ndarray, source_format: str
@@ -326,8 +328,8 @@ class Segmenter:
     views = self._views(slices.images)
     identity = [p for (_, index), p in views.items() if index == 0]
     return (
-      self._on_source_grid(image, slices, *self._mean_and_spread(identity)),
-      self._on_source_grid(image, slices, *self._mean_and_spread(list(views.values()))),
+      self.on_source_grid(image, slices, *self._mean_and_spread(identity)),
+      self.on_source_grid(image, slices, *self._mean_and_spread(list(views.values()))),
     )
 
 

@@ -64,6 +64,15 @@ def write_volume(
   )
 
 
+def write_label_map(
+  path: str, volume: readers.PatientVolume, masks: np.ndarray, task: str, label_scheme: str
+) -> np.ndarray:
+  """Writes the masks [S, H, W, K] as the case's label map on its source grid; returns it."""
+  labels = volume_grid(volume, inference.label_map(masks, task, label_scheme))
+  write_volume(path, volume, labels, np.uint8)
+  return labels
+
+
 def predict_case(
   segmenter: inference.Segmenter,
   source: sources_lib.PatientSource,
@@ -77,11 +86,11 @@ def predict_case(
   segmentation = inference.require_brain(
     segmenter.segment(volume.image, volume.labels, source.format), volume.source_files[0]["path"]
   )
-  labels = inference.label_map(segmentation.masks, segmenter.task, source.label_scheme)
-  volume_labels = volume_grid(volume, labels)
   os.makedirs(output_dir, exist_ok=True)
   output_path = os.path.join(output_dir, f"{source.patient_id}_pred.nii.gz")
-  write_volume(output_path, volume, volume_labels, np.uint8)
+  volume_labels = write_label_map(
+    output_path, volume, segmentation.masks, segmenter.task, source.label_scheme
+  )
   if save_probabilities:
     write_volume(
       os.path.join(output_dir, f"{source.patient_id}_prob.nii.gz"),

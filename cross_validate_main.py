@@ -7,8 +7,9 @@ r"""K-fold cross-validation on converted real cases, scored at full resolution, 
 For each fold k: trains `train_main.py --val_fold=k` into <output_dir>/fold<k> (skipped when
 that fold finished training before), then scores fold k's patients on their source files
 through the prediction path, without and with TTA and after each site-like perturbation
-(skipped when scored before). Then it picks TTA and the post-processing rule on all
-patients, records them in <output_dir>/dataset.json (the ensemble's contract, under
+(skipped when scored before). Then it picks TTA, the threshold and the post-processing rule
+on all patients (each kept only when it raises the mean and helps more patients than it
+hurts), records them in <output_dir>/dataset.json (the ensemble's contract, under
 "inference") and writes summary.json and summary.md. The folder is
 then a fold ensemble: `predict_main.py --model_dir=<output_dir>`.
 """

@@ -193,10 +193,10 @@ class InferenceRules:
 
   def describe(self) -> str:
     """One line for logs and tables."""
-    return (
-      f"TTA {'on' if self.tta else 'off'}, threshold {self.threshold:g}, "
-      f"{self.postprocessing.describe()}"
-    )
+    postprocessing = self.postprocessing.describe()
+    if self.postprocessing != postprocess.PostProcessing():
+      postprocessing = f"post-processing: {postprocessing}"
+    return f"TTA {'on' if self.tta else 'off'}, threshold {self.threshold:g}, {postprocessing}"
 
 
 def read_rules(model_dir: str) -> InferenceRules:

@@ -283,3 +283,15 @@ def test_the_segmenters_threshold_decides_its_masks(runs):
   assert got.masks.any() and not got.masks.all()
   with pytest.raises(ValueError, match="threshold must be in"):
     inference.InferenceRules(threshold=1.0)
+
+
+def test_rules_describe_themselves_in_one_line():
+  rules = inference.InferenceRules(
+    tta=True, postprocessing=postprocess.PostProcessing(min_component_voxels=1000), threshold=0.4
+  )
+  assert rules.describe() == (
+    "TTA on, threshold 0.4, post-processing: drop components < 1000 voxels"
+  )
+  assert inference.InferenceRules(tta=False).describe() == (
+    "TTA off, threshold 0.5, no post-processing"
+  )

@@ -16,10 +16,10 @@ Dice under each stress condition; then the Dice per patient of each run's final 
 stress mean; then how many patients each run moved up or down against the first, with the
 p-values of a sign test and a Wilcoxon signed-rank test on the paired Dice (small p: the
 patients moved the same way more often than noise would); for region runs
-(`--task=regions`) also each region's final Dice (mean / median / worst, then per patient
-with its HD95, and patients moved against the first). Runs trained on different CPUs are
-flagged: round-off and run-to-run
-variation then mix with the lever, so compare rows of one machine.
+(`--task=regions`) also each region's Dice with TTA at 0.5 and final (mean / median /
+worst, then the final per patient with its HD95, and patients moved against the first).
+Runs trained on different CPUs are flagged: round-off and run-to-run variation then mix with
+the lever, so compare rows of one machine.
 """
 
 import sys
@@ -115,12 +115,13 @@ def _print_regions(runs, summaries, common):
   regions = [r for r in by_run[0] if all(r in table for table in by_run)]
   if len(regions) < 2:
     return
-  print("\n| run | " + " | ".join(f"{r} final" for r in regions) + " |")
-  print("|---" * (len(regions) + 1) + "|")
-  for run, table in zip(runs, by_run):
-    print(
-      f"| {run_name(run)} | " + " | ".join(_spread(list(table[r].values())) for r in regions) + " |"
-    )
+  # TTA at 0.5 in every run, beside the final masks, whose threshold each run chose
+  tta_by_run = [final_by_region(s, common, variant="tta") for s in summaries]
+  print("\n| run | " + " | ".join(f"{r} {v}" for v in ("tta", "final") for r in regions) + " |")
+  print("|---" * (2 * len(regions) + 1) + "|")
+  for run, tta, table in zip(runs, tta_by_run, by_run):
+    cells = [_spread(list(t[r].values())) for t in (tta, table) for r in regions]
+    print(f"| {run_name(run)} | " + " | ".join(cells) + " |")
   hd95 = [final_by_region(s, common, "hd95_mm") for s in summaries]
   print(
     "\n| patient | fold | "
@@ -138,10 +139,11 @@ def _print_regions(runs, summaries, common):
       for r in regions
     ]
     print(f"| {patient} | {fold_of[patient]} | " + " | ".join(cells) + " |")
-  for run, table in zip(runs[1:], by_run[1:]):
-    for region in regions:
-      delta = np.array([table[region][p] - by_run[0][region][p] for p in common])
-      _print_moved(run, runs[0], f"{region} final", delta)
+  for variant, tables in (("tta", tta_by_run), ("final", by_run)):
+    for run, table in zip(runs[1:], tables[1:]):
+      for region in regions:
+        delta = np.array([table[region][p] - tables[0][region][p] for p in common])
+        _print_moved(run, runs[0], f"{region} {variant}", delta)
 
 
 def main(runs):

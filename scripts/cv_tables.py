@@ -43,12 +43,12 @@ def load_summary(run):
   }
 
 
-def final_by_region(summary, patients=None, key="dice"):
-  """{region: {patient: final Dice (or `key`, e.g. hd95_mm)}} over the regions a run scored,
-  for `patients` (default: all)."""
+def final_by_region(summary, patients=None, key="dice", variant="final"):
+  """{region: {patient: final Dice (or `key`, e.g. hd95_mm; or another `variant`'s)}} over
+  the regions a run scored, for `patients` (default: all)."""
   table = {}
   for row in summary["rows"]:
-    if row["variant"] == "final" and (patients is None or row["patient_id"] in patients):
+    if row["variant"] == variant and (patients is None or row["patient_id"] in patients):
       table.setdefault(row["region"], {})[row["patient_id"]] = row[key]
   return table
 

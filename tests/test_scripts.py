@@ -143,6 +143,7 @@ def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True, rules=None):
         "fold": fold,
         "variant": "tta",
         "region": "whole_tumor",
+        "dice": value,
         "gt_voxels": true,
         "pred_voxels": predicted,
       }
@@ -157,6 +158,9 @@ def _summary(run, dice, volumes, enhancing=None, fold=0, tta=True, rules=None):
         }
       )
   for patient, value in (enhancing or {}).items():
+    # the TTA rows at 0.5 score the enhancing tumour 0.1 lower than the final masks
+    rows.append({"patient_id": patient, "variant": "tta", "region": "enhancing_tumor"})
+    rows[-1]["dice"] = value - 0.1
     for region, region_dice in (("whole_tumor", dice[patient]), ("enhancing_tumor", value)):
       rows.append(
         {
@@ -274,11 +278,19 @@ def test_compare_cv_compares_each_region_of_region_runs(tmp_path):
   _summary(tmp_path / "b", {"P1": 0.80, "P2": 0.90}, [(1, 1), (1, 1)], {"P1": 0.7, "P2": 0.6})
   result = _run("compare_cv.py", str(tmp_path / "a"), str(tmp_path / "b"))
   assert result.returncode == 0, result.stderr
-  assert "| a | 0.850 / 0.850 / 0.800 | 0.750 / 0.750 / 0.500 |" in result.stdout
-  assert "| b | 0.850 / 0.850 / 0.800 | 0.650 / 0.650 / 0.600 |" in result.stdout
-  assert "b vs a, enhancing_tumor final: 1 patients up, 1 down, mean change -0.100" in (
-    result.stdout
-  )
+  assert "| run | whole_tumor tta | enhancing_tumor tta | whole_tumor final |" in result.stdout
+  assert (
+    "| a | 0.850 / 0.850 / 0.800 | 0.650 / 0.650 / 0.400 | 0.850 / 0.850 / 0.800 "
+    "| 0.750 / 0.750 / 0.500 |"
+  ) in result.stdout
+  assert (
+    "| b | 0.850 / 0.850 / 0.800 | 0.550 / 0.550 / 0.500 | 0.850 / 0.850 / 0.800 "
+    "| 0.650 / 0.650 / 0.600 |"
+  ) in result.stdout
+  for variant in ("tta", "final"):
+    assert f"b vs a, enhancing_tumor {variant}: 1 patients up, 1 down, mean change -0.100" in (
+      result.stdout
+    )
   assert "| P1 | 0 | 0.800 (8.0 mm) | 0.500 (5.0 mm) | 0.800 (8.0 mm) | 0.700 (7.0 mm) |" in (
     result.stdout
   )

@@ -193,10 +193,7 @@ class InferenceRules:
 
   def describe(self) -> str:
     """One line for logs and tables."""
-    postprocessing = self.postprocessing.describe()
-    if self.postprocessing != postprocess.PostProcessing():
-      postprocessing = f"post-processing: {postprocessing}"
-    return f"TTA {'on' if self.tta else 'off'}, threshold {self.threshold:g}, {postprocessing}"
+    return postprocess.describe_inference(self.tta, self.threshold, self.postprocessing)
 
 
 def read_rules(model_dir: str) -> InferenceRules:

@@ -157,6 +157,16 @@ def _dice_per_rule(truth, prediction, rules):
   return scores
 
 
+def describe_inference(tta: bool, threshold: float, rule: PostProcessing) -> str:
+  """One line for logs and tables: 'TTA on, threshold 0.4, post-processing: drop components
+  < 1000 voxels' (here, not in inference.py, so that scripts can print it without
+  TensorFlow)."""
+  processing = rule.describe()
+  if rule != PostProcessing():
+    processing = f"post-processing: {processing}"
+  return f"TTA {'on' if tta else 'off'}, threshold {threshold:g}, {processing}"
+
+
 def worth_it(gains, min_gain: float = 0.0) -> bool:
   """nnU-Net's test for an inference rule, from each patient's change of Dice: it raises the
   mean by more than `min_gain` and helps more patients than it hurts."""

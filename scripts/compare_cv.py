@@ -38,13 +38,15 @@ _BEFORE_THE_RULE = 0.5
 
 
 def _describe_rules(rules):
-  """'TTA on, threshold 0.4, drop components < 200 voxels'; pooled runs list theirs, joined by
-  ' / '. Runs from before the threshold rule record none: they used 0.5."""
+  """'TTA on, threshold 0.4, post-processing: drop components < 200 voxels'; pooled runs list
+  theirs, joined by ' / '. Runs from before the threshold rule record none: they used 0.5."""
   if isinstance(rules, list):
     return " / ".join(_describe_rules(part) for part in rules)
-  processing = postprocess.PostProcessing.from_json(rules["postprocessing"]).describe()
-  threshold = rules.get("threshold", _BEFORE_THE_RULE)
-  return f"TTA {'on' if rules['tta'] else 'off'}, threshold {threshold:g}, {processing}"
+  return postprocess.describe_inference(
+    rules["tta"],
+    rules.get("threshold", _BEFORE_THE_RULE),
+    postprocess.PostProcessing.from_json(rules["postprocessing"]),
+  )
 
 
 def _thresholds(rules):

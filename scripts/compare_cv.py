@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 from scipy import stats
-from cv_tables import final_by_region
+from cv_tables import by_region
 from cv_tables import load_summary
 from cv_tables import run_name
 
@@ -113,18 +113,18 @@ def _print_stress_conditions(runs, by_run):
 
 
 def _print_regions(runs, summaries, common):
-  by_run = [final_by_region(s, common) for s in summaries]
+  by_run = [by_region(s, common) for s in summaries]
   regions = [r for r in by_run[0] if all(r in table for table in by_run)]
   if len(regions) < 2:
     return
   # TTA at 0.5 in every run, beside the final masks, whose threshold each run chose
-  tta_by_run = [final_by_region(s, common, variant="tta") for s in summaries]
+  tta_by_run = [by_region(s, common, variant="tta") for s in summaries]
   print("\n| run | " + " | ".join(f"{r} {v}" for v in ("tta", "final") for r in regions) + " |")
   print("|---" * (2 * len(regions) + 1) + "|")
   for run, tta, table in zip(runs, tta_by_run, by_run):
     cells = [_spread(list(t[r].values())) for t in (tta, table) for r in regions]
     print(f"| {run_name(run)} | " + " | ".join(cells) + " |")
-  hd95 = [final_by_region(s, common, "hd95_mm") for s in summaries]
+  hd95 = [by_region(s, common, "hd95_mm") for s in summaries]
   print(
     "\n| patient | fold | "
     + " | ".join(f"{run_name(run)} {r}" for run in runs for r in regions)

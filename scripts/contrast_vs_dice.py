@@ -13,7 +13,7 @@ bright it is, and that faint edema, not the scanner, is where its errors are.
 import sys
 
 import numpy as np
-from cv_tables import final_by_region
+from cv_tables import by_region
 from cv_tables import load_summary
 from cv_tables import run_name
 from scipy import stats
@@ -39,7 +39,7 @@ def _final_rows(summary):
   """{patient: (final Dice, predicted / true volume)} of a run's scored region."""
   region = summary["region"]
   dice, predicted, true = (
-    final_by_region(summary, key=key)[region] for key in ("dice", "pred_voxels", "gt_voxels")
+    by_region(summary, key=key)[region] for key in ("dice", "pred_voxels", "gt_voxels")
   )
   return {p: (dice[p], predicted[p] / max(true[p], 1)) for p in dice}
 

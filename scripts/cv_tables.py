@@ -43,9 +43,9 @@ def load_summary(run):
   }
 
 
-def final_by_region(summary, patients=None, key="dice", variant="final"):
-  """{region: {patient: final Dice (or `key`, e.g. hd95_mm; or another `variant`'s)}} over
-  the regions a run scored, for `patients` (default: all)."""
+def by_region(summary, patients=None, key="dice", variant="final"):
+  """{region: {patient: Dice (or `key`, e.g. hd95_mm) of the `variant`'s masks (default: the
+  final ones)}} over the regions a run scored, for `patients` (default: all)."""
   table = {}
   for row in summary["rows"]:
     if row["variant"] == variant and (patients is None or row["patient_id"] in patients):

@@ -44,13 +44,20 @@ _SCORE_ONLY = flags.DEFINE_bool("score_only", False, "Do not train; score folds 
 flags.mark_flags_as_required(["output_dir"])
 
 
+def _read_json(path):
+  """A fold's record, or {} when the fold has none (trained elsewhere, or by hand)."""
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def _train(fold, run_dir, train_args):
   """Trains one fold in its own process (a finished fold is skipped; a killed one resumes
   from its backup). Returns {"seconds", "epochs"}."""
   done = os.path.join(run_dir, "training.json")
   if os.path.isfile(done):
-    with open(done, encoding="utf-8") as f:
-      return json.load(f)
+    return _read_json(done)
   os.makedirs(run_dir, exist_ok=True)
   command = [
     sys.executable,
@@ -118,8 +125,7 @@ def main(argv):
   try:
     for fold, run_dir in zip(folds, fold_dirs):
       if _SCORE_ONLY.value:
-        path = os.path.join(run_dir, "training.json")
-        info = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+        info = _read_json(os.path.join(run_dir, "training.json"))
       else:
         info = _train(fold, run_dir, _TRAIN_ARGS.value)
       fold_rows = cross_validation.read_fold_scores(run_dir)

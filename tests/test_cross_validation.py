@@ -74,6 +74,25 @@ def test_cross_validation_trains_scores_and_resumes(data_dir, tmp_path):
   assert "training (" not in second.stdout and "scoring" not in second.stdout
   assert all(os.path.getmtime(p) == stamp for p, stamp in stamps.items())
 
+  # --score_only re-chooses the rules from linked fold folders (docs/accuracy.md, Table 13)
+  rechosen = tmp_path / "rechosen"
+  rechosen.mkdir()
+  for fold in folds:
+    os.symlink(out / f"fold{fold}", rechosen / f"fold{fold}")
+  third = _run(*(a.replace(str(out), str(rechosen)) for a in args), "--score_only")
+  assert third.returncode == 0, third.stderr[-3000:]
+  assert "training (" not in third.stdout and "scoring" not in third.stdout
+  again = json.loads((rechosen / "summary.json").read_text())
+  assert again["rules"] == summary["rules"] and again["dice"] == summary["dice"]
+  untrained = _run(
+    f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'none'}", "--folds=0", "--score_only"
+  )
+  assert untrained.returncode == 1 and "Traceback" not in untrained.stderr
+  last = untrained.stderr.strip().splitlines()[-1]  # after TensorFlow's start-up lines
+  assert last.startswith("error: ") and last.endswith(
+    "fold0: no trained model there (best_model.keras, or fold*/ runs of a cross-validation)"
+  )
+
 
 def test_a_missing_fold_is_refused_in_one_line(data_dir, tmp_path):
   result = _run(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--folds=9")

@@ -56,8 +56,9 @@ def _train(fold, run_dir, train_args):
   """Trains one fold in its own process (a finished fold is skipped; a killed one resumes
   from its backup). Returns {"seconds", "epochs"}."""
   done = os.path.join(run_dir, "training.json")
-  if os.path.isfile(done):
-    return _read_json(done)
+  finished = _read_json(done)
+  if finished:
+    return finished
   os.makedirs(run_dir, exist_ok=True)
   command = [
     sys.executable,

@@ -143,7 +143,7 @@ def _print_regions(runs, summaries, common):
     print(f"| {patient} | {fold_of[patient]} | " + " | ".join(cells) + " |")
   for variant, tables in (("tta", tta_by_run), ("final", by_run)):
     for run, table in zip(runs[1:], tables[1:]):
-      for region in regions:
+      for region in regions[1:]:  # the whole tumour's were printed with the run's columns
         delta = np.array([table[region][p] - tables[0][region][p] for p in common])
         _print_moved(run, runs[0], f"{region} {variant}", delta)
 
